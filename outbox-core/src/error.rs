@@ -1,0 +1,137 @@
+//! The one error type of the outbox crates.
+
+use std::fmt;
+
+use crate::message::ValidationError;
+use crate::store::LeaseToken;
+
+/// A boxed error from a driver or broker client, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the outbox [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the outbox crates.
+///
+/// Match on [`Error::kind`] rather than on variants when you only need to decide what to do,
+/// and use [`Error::is_transient`] to decide whether to retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The message was rejected before anything was written: fix the message.
+    #[error("invalid message: {0}")]
+    InvalidMessage(ValidationError),
+
+    /// A configuration value is out of range or inconsistent: fix the configuration.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong and what to change.
+        reason: String,
+    },
+
+    /// A database operation failed; `transient` says whether retrying may succeed.
+    #[error("store operation `{operation}` failed{}", if *transient { " (transient, will be retried)" } else { "" })]
+    Store {
+        /// The store operation that failed, e.g. `claim` or `enqueue`.
+        operation: &'static str,
+        /// Whether the same call may succeed later (deadlock, lock timeout, lost connection).
+        transient: bool,
+        /// The driver's error.
+        source: BoxError,
+    },
+
+    /// The lease was taken over by another relay (it expired) or never existed; the
+    /// messages it covered are no longer this caller's to settle.
+    #[error("lease {token} is no longer held; its messages will be handled by their new holder")]
+    LeaseLost {
+        /// The token of the lost lease.
+        token: LeaseToken,
+    },
+
+    /// A payload could not be serialised.
+    #[error("could not serialise the payload as JSON")]
+    Serialize {
+        /// The serde error.
+        source: serde_json::Error,
+    },
+}
+
+/// What kind of [`Error`] happened, for matching without depending on variant fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::InvalidMessage`].
+    InvalidMessage,
+    /// See [`Error::InvalidConfig`].
+    InvalidConfig,
+    /// See [`Error::Store`].
+    Store,
+    /// See [`Error::LeaseLost`].
+    LeaseLost,
+    /// See [`Error::Serialize`].
+    Serialize,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ErrorKind::InvalidMessage => "invalid message",
+            ErrorKind::InvalidConfig => "invalid configuration",
+            ErrorKind::Store => "store error",
+            ErrorKind::LeaseLost => "lease lost",
+            ErrorKind::Serialize => "serialisation error",
+        };
+        f.write_str(name)
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidMessage(_) => ErrorKind::InvalidMessage,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::Store { .. } => ErrorKind::Store,
+            Error::LeaseLost { .. } => ErrorKind::LeaseLost,
+            Error::Serialize { .. } => ErrorKind::Serialize,
+        }
+    }
+
+    /// Whether repeating the same call may succeed. Only store errors marked transient by
+    /// their adapter (deadlock, lock timeout, lost connection) are.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// A store error from a driver error; `transient` comes from the adapter's own mapping.
+    pub fn store(
+        operation: &'static str,
+        transient: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Store {
+            operation,
+            transient,
+            source: source.into(),
+        }
+    }
+
+    /// An [`Error::InvalidConfig`] with the given explanation.
+    pub fn invalid_config(reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ValidationError> for Error {
+    fn from(value: ValidationError) -> Self {
+        Error::InvalidMessage(value)
+    }
+}

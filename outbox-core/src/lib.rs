@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+
+mod clock;
+mod error;
+mod message;
+pub mod metrics;
+mod notify;
+mod publisher;
+mod relay;
+mod retry;
+pub mod state;
+mod store;
+
+pub use clock::{add_duration, Clock, FullJitter, Jitter, NoJitter, SystemClock};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use message::{
+    Headers, Message, MessageId, MessageLimits, NewMessage, ValidationError, CONTENT_TYPE_HEADER,
+};
+pub use notify::Notifier;
+pub use publisher::{DynPublisher, PublishError, PublishOutcome, Publisher, PublisherCapabilities};
+pub use relay::{Relay, RelayConfig, RelayStats};
+pub use retry::RetryPolicy;
+pub use store::{
+    Backlog, Claim, ClaimOptions, DeadLetter, DynStore, Lease, LeaseToken, SettleAction,
+    SettleReport, Settlement, Store, StoreCapabilities,
+};
+
+/// Re-exported so that users name one cancellation type with [`Relay::run`].
+pub use tokio_util::sync::CancellationToken;
