@@ -1,0 +1,78 @@
+//! Macros that expand the conformance suites into one named test per behaviour.
+
+/// Runs the [`Store`](outbox_core::Store) conformance suite: one `#[test]` per behaviour.
+///
+/// The argument is an expression giving a future of a fresh
+/// [`StoreHarness`](crate::StoreHarness); it is evaluated once per test.
+///
+/// ```text
+/// outbox_testkit::store_conformance!(MyHarness::new());
+/// ```
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@tests $make;
+            atomic_enqueue,
+            message_round_trip,
+            duplicate_message_id_is_refused,
+            claim_honours_batch_size,
+            claim_respects_lease,
+            concurrent_claims_are_disjoint,
+            expired_lease_is_reclaimable,
+            stale_lease_is_refused,
+            renew_extends_the_lease,
+            release_makes_due_without_an_attempt,
+            claim_returns_key_runs_in_order,
+            head_of_key_blocks_its_key,
+            other_keys_flow_while_one_retries,
+            backoff_schedule_is_honoured,
+            dead_letters_are_listed_and_requeued,
+            poison_message_dies_after_max_attempts,
+            purge_keeps_unsettled_and_dead,
+            late_commit_is_published,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::block_on(async {
+                    let harness = $make.await;
+                    $crate::conformance::store::$name(&harness).await;
+                });
+            }
+        )*
+    };
+}
+
+/// Runs the [`Publisher`](outbox_core::Publisher) conformance suite: one `#[test]` per
+/// behaviour.
+///
+/// The argument is an expression giving a future of a fresh
+/// [`PublisherHarness`](crate::PublisherHarness); it is evaluated once per test.
+///
+/// ```text
+/// outbox_testkit::publisher_conformance!(MyHarness::new());
+/// ```
+#[macro_export]
+macro_rules! publisher_conformance {
+    ($make:expr) => {
+        $crate::publisher_conformance!(@tests $make;
+            payload_key_and_headers_arrive_intact,
+            ack_means_the_broker_has_it,
+            empty_batch_is_a_no_op,
+            sequential_publishes_keep_key_order,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::block_on(async {
+                    let harness = $make.await;
+                    $crate::conformance::publisher::$name(&harness).await;
+                });
+            }
+        )*
+    };
+}
