@@ -2,6 +2,7 @@
 
 mod clock;
 mod error;
+mod identifier;
 mod message;
 pub mod metrics;
 mod notify;
@@ -13,6 +14,7 @@ mod store;
 
 pub use clock::{add_duration, Clock, FullJitter, Jitter, NoJitter, SystemClock};
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use identifier::validate_identifier;
 pub use message::{
     Headers, Message, MessageId, MessageLimits, NewMessage, ValidationError, CONTENT_TYPE_HEADER,
 };

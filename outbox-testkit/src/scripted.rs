@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use outbox_core::{Message, MessageId, PublishError, PublishOutcome, Publisher};
+use tokio::sync::watch;
 
 use crate::memory_publisher::InMemoryPublisher;
 use crate::received::ReceivedMessage;
@@ -16,7 +17,6 @@ struct Script {
     poisoned: HashSet<MessageId>,
     lose_acks_next: u64,
     delay: Duration,
-    calls: u64,
 }
 
 /// Scripts the failures of a [`ScriptedPublisher`] while a test runs.
@@ -24,6 +24,7 @@ struct Script {
 pub struct ScriptHandle {
     script: Arc<Mutex<Script>>,
     broker: InMemoryPublisher,
+    calls: watch::Sender<u64>,
 }
 
 impl ScriptHandle {
@@ -57,9 +58,16 @@ impl ScriptHandle {
         self.script().delay = delay;
     }
 
-    /// Publish calls made so far.
+    /// Publish calls started so far.
     pub fn calls(&self) -> u64 {
-        self.script().calls
+        *self.calls.borrow()
+    }
+
+    /// Waits until at least `n` publish calls have started.
+    pub async fn wait_for_calls(&self, n: u64) {
+        let mut calls = self.calls.subscribe();
+        // The sender lives in this handle, so the channel cannot close while we wait.
+        let _ = calls.wait_for(|c| *c >= n).await;
     }
 
     /// What reached the broker, in order, duplicates included.
@@ -88,6 +96,7 @@ impl ScriptedPublisher {
         let handle = ScriptHandle {
             script: Arc::default(),
             broker: InMemoryPublisher::new(),
+            calls: watch::Sender::new(0),
         };
         (
             ScriptedPublisher {
@@ -125,11 +134,8 @@ impl ScriptedPublisher {
 
 impl Publisher for ScriptedPublisher {
     async fn publish(&self, batch: &[Message]) -> Vec<PublishOutcome> {
-        let delay = {
-            let mut script = self.handle.script();
-            script.calls += 1;
-            script.delay
-        };
+        self.handle.calls.send_modify(|c| *c += 1);
+        let delay = self.handle.script().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
