@@ -1,1 +1,32 @@
-//! tmp
+// The README's example uses the `sqlite` and `testkit` adapters, so it is the crate doc
+// (and a doctest) when those features are on.
+#![cfg_attr(all(feature = "sqlite", feature = "testkit"), doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "testkit")),
+    doc = "A transactional outbox for Rust: see the README for an overview and an example."
+)]
+//!
+//! # Cargo features
+//!
+//! | feature | enables |
+//! | --- | --- |
+//! | `sqlite` | [`sqlite`]: the SQLite store (`outbox-sqlite`, rusqlite with SQLite bundled) |
+//! | `testkit` | [`testkit`]: in-memory adapters, fault injection, history checker, conformance suites, JSON-lines publisher |
+//!
+//! # Supported databases and brokers
+//!
+//! | adapter | crate | tested against |
+//! | --- | --- | --- |
+//! | SQLite store | `outbox-sqlite` | SQLite 3.46 (bundled) |
+//! | in-memory store and publisher | `outbox-testkit` | — |
+//! | JSON lines to any `io::Write` | `outbox-testkit` | — |
+
+pub use outbox_core::*;
+
+/// The SQLite store (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub use outbox_sqlite as sqlite;
+
+/// Test doubles and conformance suites (feature `testkit`).
+#[cfg(feature = "testkit")]
+pub use outbox_testkit as testkit;

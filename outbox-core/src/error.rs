@@ -110,11 +110,7 @@ impl Error {
     }
 
     /// A store error from a driver error; `transient` comes from the adapter's own mapping.
-    pub fn store(
-        operation: &'static str,
-        transient: bool,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn store(operation: &'static str, transient: bool, source: impl Into<BoxError>) -> Self {
         Error::Store {
             operation,
             transient,

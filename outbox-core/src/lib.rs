@@ -12,11 +12,11 @@ mod retry;
 pub mod state;
 mod store;
 
-pub use clock::{add_duration, Clock, FullJitter, Jitter, NoJitter, SystemClock};
+pub use clock::{Clock, FullJitter, Jitter, NoJitter, SystemClock, add_duration};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identifier::validate_identifier;
 pub use message::{
-    Headers, Message, MessageId, MessageLimits, NewMessage, ValidationError, CONTENT_TYPE_HEADER,
+    CONTENT_TYPE_HEADER, Headers, Message, MessageId, MessageLimits, NewMessage, ValidationError,
 };
 pub use notify::Notifier;
 pub use publisher::{DynPublisher, PublishError, PublishOutcome, Publisher, PublisherCapabilities};

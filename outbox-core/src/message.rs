@@ -21,7 +21,9 @@ pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// Brokers that de-duplicate (NATS `Nats-Msg-Id`, Kafka idempotence) and consumers use it to
 /// drop the duplicates that at-least-once delivery can produce. New ids are UUIDv7, so they
 /// sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct MessageId(Uuid);
 
@@ -78,7 +80,9 @@ pub enum ValidationError {
         reason: &'static str,
     },
     /// The payload is larger than the configured limit.
-    #[error("the payload is {size} bytes, over the limit of {limit} bytes; send a reference to large data instead, or raise MessageLimits::max_payload_bytes")]
+    #[error(
+        "the payload is {size} bytes, over the limit of {limit} bytes; send a reference to large data instead, or raise MessageLimits::max_payload_bytes"
+    )]
     PayloadTooLarge {
         /// The payload size.
         size: usize,

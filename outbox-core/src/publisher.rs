@@ -70,7 +70,10 @@ impl PublishError {
     /// The description, followed by the causes, as stored with the message.
     pub fn describe(&self) -> String {
         let mut text = self.message.clone();
-        let mut cause = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
+        let mut cause = self
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static));
         while let Some(err) = cause {
             text.push_str(": ");
             text.push_str(&err.to_string());
@@ -155,8 +158,8 @@ impl Publisher for Box<dyn DynPublisher> {
     fn capabilities(&self) -> PublisherCapabilities {
         DynPublisher::capabilities(&**self)
     }
-    fn publish(&self, batch: &[Message]) -> impl Future<Output = Vec<PublishOutcome>> + Send {
-        async move { DynPublisher::publish(&**self, batch).await }
+    async fn publish(&self, batch: &[Message]) -> Vec<PublishOutcome> {
+        DynPublisher::publish(&**self, batch).await
     }
 }
 
@@ -164,8 +167,8 @@ impl Publisher for Arc<dyn DynPublisher> {
     fn capabilities(&self) -> PublisherCapabilities {
         DynPublisher::capabilities(&**self)
     }
-    fn publish(&self, batch: &[Message]) -> impl Future<Output = Vec<PublishOutcome>> + Send {
-        async move { DynPublisher::publish(&**self, batch).await }
+    async fn publish(&self, batch: &[Message]) -> Vec<PublishOutcome> {
+        DynPublisher::publish(&**self, batch).await
     }
 }
 

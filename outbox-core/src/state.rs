@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::clock::{add_duration, Jitter};
+use crate::clock::{Jitter, add_duration};
 use crate::retry::RetryPolicy;
 use crate::store::{LeaseToken, SettleAction};
 
@@ -243,13 +243,30 @@ mod tests {
     fn all_states(token: LeaseToken) -> Vec<Delivery> {
         [
             DeliveryState::Pending { available_at: t(0) },
-            DeliveryState::Pending { available_at: t(100) },
-            DeliveryState::Leased { token, expires_at: t(100) },
-            DeliveryState::Leased { token, expires_at: t(0) },
-            DeliveryState::Leased { token: LeaseToken::new(), expires_at: t(100) },
+            DeliveryState::Pending {
+                available_at: t(100),
+            },
+            DeliveryState::Leased {
+                token,
+                expires_at: t(100),
+            },
+            DeliveryState::Leased {
+                token,
+                expires_at: t(0),
+            },
+            DeliveryState::Leased {
+                token: LeaseToken::new(),
+                expires_at: t(100),
+            },
             DeliveryState::Published { at: t(0) },
-            DeliveryState::Retrying { next_at: t(0), last_error: "e".into() },
-            DeliveryState::Retrying { next_at: t(100), last_error: "e".into() },
+            DeliveryState::Retrying {
+                next_at: t(0),
+                last_error: "e".into(),
+            },
+            DeliveryState::Retrying {
+                next_at: t(100),
+                last_error: "e".into(),
+            },
             DeliveryState::Dead { reason: "r".into() },
         ]
         .into_iter()
@@ -259,18 +276,33 @@ mod tests {
 
     fn all_events(token: LeaseToken) -> Vec<DeliveryEvent> {
         let mut events = vec![
-            DeliveryEvent::Claim { token: LeaseToken::new(), expires_at: t(50) },
-            DeliveryEvent::Renew { token, expires_at: t(50) },
+            DeliveryEvent::Claim {
+                token: LeaseToken::new(),
+                expires_at: t(50),
+            },
+            DeliveryEvent::Renew {
+                token,
+                expires_at: t(50),
+            },
             DeliveryEvent::Requeue,
         ];
         for action in [
             SettleAction::Published,
             SettleAction::Release,
-            SettleAction::Retry { delay: Duration::from_secs(5), error: "x".into() },
+            SettleAction::Retry {
+                delay: Duration::from_secs(5),
+                error: "x".into(),
+            },
             SettleAction::Dead { reason: "y".into() },
         ] {
-            events.push(DeliveryEvent::Settle { token, action: action.clone() });
-            events.push(DeliveryEvent::Settle { token: LeaseToken::new(), action });
+            events.push(DeliveryEvent::Settle {
+                token,
+                action: action.clone(),
+            });
+            events.push(DeliveryEvent::Settle {
+                token: LeaseToken::new(),
+                action,
+            });
         }
         events
     }
@@ -287,11 +319,17 @@ mod tests {
                 let result = transition(&delivery, &event, now);
                 let held = matches!(&delivery.state, DeliveryState::Leased { token: h, .. } if *h == token);
                 match &event {
-                    DeliveryEvent::Claim { token: new, expires_at } => {
+                    DeliveryEvent::Claim {
+                        token: new,
+                        expires_at,
+                    } => {
                         if delivery.is_due(now) {
                             assert_eq!(
                                 result.as_ref().map(|d| &d.state),
-                                Ok(&DeliveryState::Leased { token: *new, expires_at: *expires_at })
+                                Ok(&DeliveryState::Leased {
+                                    token: *new,
+                                    expires_at: *expires_at
+                                })
                             );
                             assert_eq!(result.as_ref().map(|d| d.attempts), Ok(1));
                         } else {
@@ -302,7 +340,10 @@ mod tests {
                         if held {
                             assert_eq!(
                                 result.map(|d| d.state),
-                                Ok(DeliveryState::Leased { token, expires_at: *expires_at })
+                                Ok(DeliveryState::Leased {
+                                    token,
+                                    expires_at: *expires_at
+                                })
                             );
                         } else {
                             assert_eq!(result, Err(TransitionError::LeaseNotHeld));
@@ -316,21 +357,39 @@ mod tests {
                         let d = result.expect("holder may settle");
                         match action {
                             SettleAction::Published => {
-                                assert_eq!(d, Delivery { state: DeliveryState::Published { at: now }, attempts: 1 })
+                                assert_eq!(
+                                    d,
+                                    Delivery {
+                                        state: DeliveryState::Published { at: now },
+                                        attempts: 1
+                                    }
+                                )
                             }
                             SettleAction::Release => {
-                                assert_eq!(d, Delivery { state: DeliveryState::Pending { available_at: now }, attempts: 1 })
+                                assert_eq!(
+                                    d,
+                                    Delivery {
+                                        state: DeliveryState::Pending { available_at: now },
+                                        attempts: 1
+                                    }
+                                )
                             }
                             SettleAction::Retry { .. } => assert_eq!(
                                 d,
                                 Delivery {
-                                    state: DeliveryState::Retrying { next_at: t(15), last_error: "x".into() },
+                                    state: DeliveryState::Retrying {
+                                        next_at: t(15),
+                                        last_error: "x".into()
+                                    },
                                     attempts: 2
                                 }
                             ),
                             SettleAction::Dead { .. } => assert_eq!(
                                 d,
-                                Delivery { state: DeliveryState::Dead { reason: "y".into() }, attempts: 2 }
+                                Delivery {
+                                    state: DeliveryState::Dead { reason: "y".into() },
+                                    attempts: 2
+                                }
                             ),
                         }
                     }
@@ -351,29 +410,57 @@ mod tests {
     fn due_rules() {
         let token = LeaseToken::new();
         let due: Vec<bool> = all_states(token).iter().map(|d| d.is_due(t(10))).collect();
-        assert_eq!(due, [true, false, false, true, false, false, true, false, false]);
+        assert_eq!(
+            due,
+            [true, false, false, true, false, false, true, false, false]
+        );
     }
 
     #[test]
     fn failures_retry_with_growing_backoff_then_die() {
         let p = policy();
         let first = failure_action(0, true, "boom".into(), &p, &NoJitter);
-        assert_eq!(first, SettleAction::Retry { delay: Duration::from_secs(1), error: "boom".into() });
+        assert_eq!(
+            first,
+            SettleAction::Retry {
+                delay: Duration::from_secs(1),
+                error: "boom".into()
+            }
+        );
         let second = failure_action(1, true, "boom".into(), &p, &NoJitter);
-        assert_eq!(second, SettleAction::Retry { delay: Duration::from_secs(2), error: "boom".into() });
+        assert_eq!(
+            second,
+            SettleAction::Retry {
+                delay: Duration::from_secs(2),
+                error: "boom".into()
+            }
+        );
         let third = failure_action(2, true, "boom".into(), &p, &NoJitter);
-        assert_eq!(third, SettleAction::Dead { reason: "boom".into() });
+        assert_eq!(
+            third,
+            SettleAction::Dead {
+                reason: "boom".into()
+            }
+        );
     }
 
     #[test]
     fn permanent_failure_is_dead_at_once() {
         let action = failure_action(0, false, "no such topic".into(), &policy(), &NoJitter);
-        assert_eq!(action, SettleAction::Dead { reason: "no such topic".into() });
+        assert_eq!(
+            action,
+            SettleAction::Dead {
+                reason: "no such topic".into()
+            }
+        );
     }
 
     #[test]
     fn full_jitter_stays_within_the_ceiling() {
-        let p = RetryPolicy { max_attempts: 50, ..policy() };
+        let p = RetryPolicy {
+            max_attempts: 50,
+            ..policy()
+        };
         for attempt in 1..40 {
             let ceiling = p.backoff(attempt, &NoJitter);
             assert!(ceiling <= p.max_backoff);
@@ -390,12 +477,25 @@ mod tests {
         let mut d = Delivery::new(t(0));
         let mut now = t(0);
         for _ in 0..p.max_attempts {
-            d = transition(&d, &DeliveryEvent::Claim { token, expires_at: t(1_000) }, now).expect("due");
+            d = transition(
+                &d,
+                &DeliveryEvent::Claim {
+                    token,
+                    expires_at: t(1_000),
+                },
+                now,
+            )
+            .expect("due");
             let action = failure_action(d.attempts, true, "down".into(), &p, &NoJitter);
             d = transition(&d, &DeliveryEvent::Settle { token, action }, now).expect("held");
             now = add_duration(now, Duration::from_secs(100));
         }
-        assert_eq!(d.state, DeliveryState::Dead { reason: "down".into() });
+        assert_eq!(
+            d.state,
+            DeliveryState::Dead {
+                reason: "down".into()
+            }
+        );
         assert_eq!(d.attempts, 3);
         d = transition(&d, &DeliveryEvent::Requeue, now).expect("dead");
         assert_eq!(d, Delivery::new(now));

@@ -215,7 +215,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Behavior
     /// Extends every message still held under the token and returns the new lease;
     /// [`crate::Error::LeaseLost`] when it holds none.
-    fn renew(&self, lease: &Lease, duration: Duration) -> impl Future<Output = Result<Lease>> + Send;
+    fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease>> + Send;
 
     /// Backlog figures.
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send;
@@ -348,7 +352,11 @@ impl<S: Store> Store for Arc<S> {
     ) -> impl Future<Output = Result<SettleReport>> + Send {
         S::settle(self, lease, settlements)
     }
-    fn renew(&self, lease: &Lease, duration: Duration) -> impl Future<Output = Result<Lease>> + Send {
+    fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease>> + Send {
         S::renew(self, lease, duration)
     }
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send {

@@ -1,11 +1,11 @@
 //! The write side: enqueue inside the application's own rusqlite transaction.
 
 use outbox_core::{MessageId, NewMessage, Result};
-use rusqlite::{params, Transaction};
+use rusqlite::{Transaction, params};
 
+use crate::SqliteStore;
 use crate::error::store_error;
 use crate::row::to_millis;
-use crate::SqliteStore;
 
 impl SqliteStore {
     /// Enqueues `message` in the caller's transaction: it is published if and only if the
@@ -53,7 +53,8 @@ impl SqliteStore {
         } else {
             "ROLLBACK TO outbox_enqueue; RELEASE outbox_enqueue"
         };
-        tx.execute_batch(end).map_err(|e| store_error("enqueue", e))?;
+        tx.execute_batch(end)
+            .map_err(|e| store_error("enqueue", e))?;
         inserted
     }
 

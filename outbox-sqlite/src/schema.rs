@@ -7,7 +7,10 @@ use crate::error::store_error;
 /// The SQL of each schema version, in order; `{t}` is the configured table name (validated).
 const MIGRATIONS: &[&str] = &[
     // 1: the messages table. Times are Unix milliseconds. status: 0 unsettled, 1 published
-    // (kept only with `keep_published`), 2 dead.
+    // (kept only with `keep_published`), 2 dead. `available_at` is when the message is due
+    // (not-before, retry time); along one key's unsettled rows it never decreases, so
+    // claims can walk the `due` index in (available_at, id) order and meet a key's
+    // messages in id order.
     "CREATE TABLE {t} (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         message_id    TEXT    NOT NULL UNIQUE,
@@ -24,8 +27,9 @@ const MIGRATIONS: &[&str] = &[
         last_error    TEXT,
         settled_at    INTEGER
     );
-    CREATE INDEX {t}_unsettled ON {t} (id) WHERE status = 0;
+    CREATE INDEX {t}_due ON {t} (available_at, id) WHERE status = 0;
     CREATE INDEX {t}_key_order ON {t} (msg_key, id) WHERE status = 0 AND msg_key IS NOT NULL;
+    CREATE INDEX {t}_key_leased ON {t} (msg_key, id) WHERE status = 0 AND lease_token IS NOT NULL;
     CREATE INDEX {t}_dead ON {t} (id) WHERE status = 2;
     CREATE INDEX {t}_published ON {t} (settled_at) WHERE status = 1;",
 ];

@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use outbox_core::{
-    add_duration, validate_identifier, Backlog, Claim, ClaimOptions, DeadLetter, Error, Lease,
-    LeaseToken, Result, SettleAction, SettleReport, Settlement, Store, StoreCapabilities,
+    Backlog, Claim, ClaimOptions, DeadLetter, Error, Lease, LeaseToken, Result, SettleAction,
+    SettleReport, Settlement, Store, StoreCapabilities, add_duration, validate_identifier,
 };
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::config::SqliteConfig;
 use crate::error::{store_error, task_error};
-use crate::row::{from_millis, read_raw, to_millis, MESSAGE_COLUMNS};
+use crate::row::{MESSAGE_COLUMNS, from_millis, read_raw, to_millis};
 use crate::schema::migrate;
 
 /// SQL text built once from the validated table name.
@@ -23,6 +23,7 @@ pub(crate) struct Sql {
     publish_delete: String,
     publish_keep: String,
     retry: String,
+    push_followers: String,
     dead: String,
     release: String,
     renew: String,
@@ -36,23 +37,32 @@ impl Sql {
     fn new(t: &str) -> Self {
         let held = "id = :id AND lease_token = :token AND status = 0";
         Sql {
+            // Never due before the key's last unsettled message (keeps available_at
+            // non-decreasing along the key).
             insert: format!(
                 "INSERT INTO {t} (message_id, topic, msg_key, payload, headers, created_at, available_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, max(?7, coalesce(
+                   (SELECT available_at FROM {t} WHERE status = 0 AND msg_key = ?3 ORDER BY id DESC LIMIT 1),
+                   ?7)))"
             ),
-            // A message is claimable when due and unleased, and no earlier unsettled message
-            // of its key is NOT claimable (leased elsewhere or waiting): so a key is taken as
-            // a run from its head, and ORDER BY id keeps the run's earlier members in.
+            // Candidates: the first `window` due, unleased rows in (available_at, id) order,
+            // so the claim's cost does not grow with the backlog. Because available_at
+            // never decreases along a key, a key's earlier rows come first in this order
+            // and none of them is still waiting; a keyed candidate is then taken unless an
+            // earlier row of its key is leased (looked up in the small leased index), and
+            // the LIMIT keeps each key's run a prefix.
             claim: format!(
                 "UPDATE {t} SET lease_token = :token, lease_until = :until
                  WHERE id IN (
-                   SELECT m.id FROM {t} m
-                   WHERE m.status = 0 AND m.available_at <= :now AND coalesce(m.lease_until, 0) <= :now
-                     AND (m.msg_key IS NULL OR NOT EXISTS (
-                       SELECT 1 FROM {t} e
-                       WHERE e.status = 0 AND e.msg_key = m.msg_key AND e.id < m.id
-                         AND (e.available_at > :now OR coalesce(e.lease_until, 0) > :now)))
-                   ORDER BY m.id LIMIT :limit)
+                   SELECT m.id FROM (
+                     SELECT id, msg_key, available_at FROM {t}
+                     WHERE status = 0 AND available_at <= :now AND coalesce(lease_until, 0) <= :now
+                     ORDER BY available_at, id LIMIT :window) m
+                   WHERE m.msg_key IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM {t} e
+                     WHERE e.status = 0 AND e.lease_token IS NOT NULL AND e.msg_key = m.msg_key
+                       AND e.id < m.id AND e.lease_until > :now)
+                   ORDER BY m.available_at, m.id LIMIT :limit)
                  RETURNING {MESSAGE_COLUMNS}"
             ),
             publish_delete: format!("DELETE FROM {t} WHERE {held}"),
@@ -70,9 +80,14 @@ impl Sql {
                    settled_at = :now, lease_token = NULL, lease_until = NULL
                  WHERE {held}"
             ),
+            // A retried message's later messages of its key become due no earlier than it.
+            push_followers: format!(
+                "UPDATE {t} SET available_at = max(available_at, :at)
+                 WHERE status = 0 AND id > :id
+                   AND msg_key = (SELECT msg_key FROM {t} WHERE id = :id)"
+            ),
             release: format!(
-                "UPDATE {t} SET available_at = :now, lease_token = NULL, lease_until = NULL
-                 WHERE {held}"
+                "UPDATE {t} SET lease_token = NULL, lease_until = NULL WHERE {held}"
             ),
             renew: format!(
                 "UPDATE {t} SET lease_until = :until WHERE lease_token = :token AND status = 0"
@@ -89,10 +104,13 @@ impl Sql {
                 "SELECT {MESSAGE_COLUMNS}, coalesce(last_error, '') FROM {t}
                  WHERE status = 2 ORDER BY id LIMIT :limit"
             ),
+            // Due now, but not before the earlier unsettled messages of its key.
             requeue: format!(
-                "UPDATE {t} SET status = 0, attempts = 0, available_at = :now, last_error = NULL,
-                   settled_at = NULL
-                 WHERE id = :id AND status = 2"
+                "UPDATE {t} SET status = 0, attempts = 0, last_error = NULL, settled_at = NULL,
+                   available_at = max(:now, coalesce((SELECT max(e.available_at) FROM {t} e
+                     WHERE e.status = 0 AND e.msg_key = {t}.msg_key AND e.id < {t}.id), :now))
+                 WHERE id = :id AND status = 2
+                 RETURNING available_at"
             ),
             purge: format!("DELETE FROM {t} WHERE status = 1 AND settled_at <= :before"),
         }
@@ -193,6 +211,14 @@ impl SqliteStore {
     }
 }
 
+/// Keeps `available_at` non-decreasing along a key after message `id` became due at `at`.
+fn push_followers(conn: &Connection, inner: &Inner, id: i64, at: i64) -> Result<()> {
+    conn.prepare_cached(&inner.sql.push_followers)
+        .and_then(|mut stmt| stmt.execute(rusqlite::named_params! {":id": id, ":at": at}))
+        .map_err(|e| store_error("settle", e))?;
+    Ok(())
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -226,6 +252,7 @@ impl Store for SqliteStore {
                             ":until": to_millis(lease.expires_at),
                             ":now": to_millis(now),
                             ":limit": limit,
+                            ":window": limit.saturating_mul(2).max(200),
                         },
                         read_raw,
                     )
@@ -253,6 +280,7 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| store_error("settle", e))?;
             let mut report = SettleReport::default();
+            let mut retried = Vec::new();
             for settlement in &settlements {
                 let id = settlement.id;
                 let changed = match &settlement.action {
@@ -269,14 +297,15 @@ impl Store for SqliteStore {
                             stmt.execute(rusqlite::named_params! {":id": id, ":token": token})
                         }
                     }
-                    SettleAction::Retry { delay, error } => tx
-                        .prepare_cached(&inner.sql.retry)
-                        .and_then(|mut stmt| {
+                    SettleAction::Retry { delay, error } => {
+                        let at = to_millis(now).saturating_add(millis(*delay));
+                        retried.push((id, at));
+                        tx.prepare_cached(&inner.sql.retry).and_then(|mut stmt| {
                             stmt.execute(rusqlite::named_params! {
-                                ":id": id, ":token": token, ":error": error,
-                                ":at": to_millis(now).saturating_add(millis(*delay)),
+                                ":id": id, ":token": token, ":error": error, ":at": at,
                             })
-                        }),
+                        })
+                    }
                     SettleAction::Dead { reason } => tx
                         .prepare_cached(&inner.sql.dead)
                         .and_then(|mut stmt| {
@@ -287,9 +316,7 @@ impl Store for SqliteStore {
                     SettleAction::Release => tx
                         .prepare_cached(&inner.sql.release)
                         .and_then(|mut stmt| {
-                            stmt.execute(rusqlite::named_params! {
-                                ":id": id, ":token": token, ":now": to_millis(now),
-                            })
+                            stmt.execute(rusqlite::named_params! {":id": id, ":token": token})
                         }),
                 }
                 .map_err(|e| store_error("settle", e))?;
@@ -297,7 +324,12 @@ impl Store for SqliteStore {
                     report.applied += 1;
                 } else {
                     report.lost += 1;
+                    retried.retain(|(retried_id, _)| *retried_id != id);
                 }
+            }
+            // After all rows, so that a run released in this settlement is pushed too.
+            for (id, at) in retried {
+                push_followers(&tx, inner, id, at)?;
             }
             tx.commit().map_err(|e| store_error("settle", e))?;
             Ok(report)
@@ -329,9 +361,11 @@ impl Store for SqliteStore {
         self.with_conn("backlog", move |conn, inner| {
             let now = to_millis(inner.config.clock.now());
             let (pending, leased, dead, oldest): (i64, i64, i64, Option<i64>) = conn
-                .query_row(&inner.sql.backlog, rusqlite::named_params! {":now": now}, |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                })
+                .query_row(
+                    &inner.sql.backlog,
+                    rusqlite::named_params! {":now": now},
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
                 .map_err(|e| store_error("backlog", e))?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Ok(Backlog {
@@ -381,9 +415,16 @@ impl Store for SqliteStore {
                     .prepare_cached(&inner.sql.requeue)
                     .map_err(|e| store_error("requeue_dead", e))?;
                 for id in ids {
-                    requeued += stmt
-                        .execute(rusqlite::named_params! {":id": id, ":now": now})
-                        .map_err(|e| store_error("requeue_dead", e))? as u64;
+                    let due: Option<i64> = stmt
+                        .query_row(rusqlite::named_params! {":id": id, ":now": now}, |row| {
+                            row.get(0)
+                        })
+                        .optional()
+                        .map_err(|e| store_error("requeue_dead", e))?;
+                    if let Some(at) = due {
+                        push_followers(&tx, inner, id, at)?;
+                        requeued += 1;
+                    }
                 }
             }
             tx.commit().map_err(|e| store_error("requeue_dead", e))?;
@@ -396,7 +437,10 @@ impl Store for SqliteStore {
         self.with_conn("purge_published", move |conn, inner| {
             let before = to_millis(inner.config.clock.now()).saturating_sub(millis(older_than));
             let purged = conn
-                .execute(&inner.sql.purge, rusqlite::named_params! {":before": before})
+                .execute(
+                    &inner.sql.purge,
+                    rusqlite::named_params! {":before": before},
+                )
                 .map_err(|e| store_error("purge_published", e))?;
             Ok(purged as u64)
         })

@@ -23,7 +23,11 @@ impl SqliteHarness {
         let store = SqliteStore::open_with(dir.path().join("outbox.db"), config)
             .await
             .expect("open store");
-        SqliteHarness { store, clock, _dir: dir }
+        SqliteHarness {
+            store,
+            clock,
+            _dir: dir,
+        }
     }
 
     fn write(&self, messages: Vec<NewMessage>, commit: bool) -> Result<()> {

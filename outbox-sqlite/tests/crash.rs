@@ -18,7 +18,7 @@ use outbox_core::{
     CancellationToken, Message, NewMessage, PublishOutcome, Publisher, Relay, RelayConfig, Store,
 };
 use outbox_sqlite::SqliteStore;
-use outbox_testkit::{check_history, read_json_lines, Committed, HistoryReport, WriterPublisher};
+use outbox_testkit::{Committed, HistoryReport, WriterPublisher, check_history, read_json_lines};
 
 const CHILD_DB: &str = "OUTBOX_CRASH_CHILD_DB";
 const CHILD_OUT: &str = "OUTBOX_CRASH_CHILD_OUT";
@@ -113,7 +113,10 @@ async fn seed(db: &Path, count: usize, keys: usize) -> Vec<Committed> {
             let key = format!("key-{}", n % keys);
             let message = NewMessage::new("crash.test", format!("{n}").into_bytes()).with_key(&key);
             store.enqueue(&tx, &message).expect("enqueue");
-            committed.push(Committed { message_id: message.message_id(), key: Some(key) });
+            committed.push(Committed {
+                message_id: message.message_id(),
+                key: Some(key),
+            });
         }
         tx.commit().expect("commit");
     }
@@ -143,7 +146,10 @@ fn drop_torn_line(out: &Path) {
     }
 }
 
-fn history(out: &Path, committed: &[Committed]) -> (HistoryReport, Vec<outbox_testkit::ReceivedMessage>) {
+fn history(
+    out: &Path,
+    committed: &[Committed],
+) -> (HistoryReport, Vec<outbox_testkit::ReceivedMessage>) {
     let file = std::fs::File::open(out).expect("output file");
     let received = read_json_lines(BufReader::new(file)).expect("read output");
     (check_history(committed, &received), received)
@@ -180,13 +186,20 @@ async fn relay_killed_again_and_again_loses_nothing() {
         kills += 1;
     }
     let published_before_clean_run = line_count(&out);
-    assert!(published_before_clean_run < 2_000, "the kills came before the backlog drained");
+    assert!(
+        published_before_clean_run < 2_000,
+        "the kills came before the backlog drained"
+    );
 
     // A clean relay drains the rest, once the killed children's leases have expired.
     drop_torn_line(&out);
     let store = SqliteStore::open(&db).await.expect("open store");
-    let file = OpenOptions::new().append(true).open(&out).expect("output file");
-    let relay = Relay::new(store.clone(), WriterPublisher::new(file), relay_config()).expect("config");
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .expect("output file");
+    let relay =
+        Relay::new(store.clone(), WriterPublisher::new(file), relay_config()).expect("config");
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.backlog().await.expect("backlog").pending > 0 {
         assert!(Instant::now() < deadline, "backlog did not drain");
@@ -198,7 +211,11 @@ async fn relay_killed_again_and_again_loses_nothing() {
     let (report, _) = history(&out, &committed);
     println!("crash test: {kills} SIGKILLs, {report}");
     assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
-    assert!(report.order_violations.is_empty(), "order: {:?}", report.order_violations);
+    assert!(
+        report.order_violations.is_empty(),
+        "order: {:?}",
+        report.order_violations
+    );
     assert!(report.unexpected.is_empty());
 }
 
@@ -211,7 +228,10 @@ async fn two_relay_processes_share_one_file() {
     let mut children = [spawn_child(&db, &out, 1), spawn_child(&db, &out, 1)];
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.backlog().await.expect("backlog").pending > 0 {
-        assert!(Instant::now() < deadline, "two relays did not drain 1,000 messages in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "two relays did not drain 1,000 messages in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for child in &mut children {
@@ -222,8 +242,14 @@ async fn two_relay_processes_share_one_file() {
     let (report, received) = history(&out, &committed);
     println!("two relays: {report}");
     assert!(report.is_ok(), "{report:?}");
-    assert_eq!(report.duplicate_count(), 0, "no kill before the drain, so nothing twice");
-    let pids: std::collections::HashSet<&String> =
-        received.iter().filter_map(|r| r.headers.get(PID_HEADER)).collect();
+    assert_eq!(
+        report.duplicate_count(),
+        0,
+        "no kill before the drain, so nothing twice"
+    );
+    let pids: std::collections::HashSet<&String> = received
+        .iter()
+        .filter_map(|r| r.headers.get(PID_HEADER))
+        .collect();
     assert_eq!(pids.len(), 2, "both relay processes published");
 }

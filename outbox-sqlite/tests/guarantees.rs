@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outbox_core::{
-    CancellationToken, Error, MessageLimits, NewMessage, Relay, RelayConfig, Store,
-    ValidationError,
+    CancellationToken, Error, MessageLimits, NewMessage, Relay, RelayConfig, Store, ValidationError,
 };
 use outbox_sqlite::{SqliteConfig, SqliteStore};
 use outbox_testkit::ScriptedPublisher;
@@ -25,36 +24,58 @@ async fn bad_input_is_refused_without_aborting_the_transaction() {
     config.limits = MessageLimits::default().with_max_payload_bytes(1024);
     let store = open(&dir, config).await;
     let mut conn = rusqlite::Connection::open(store.path()).expect("connection");
-    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)").expect("orders");
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        .expect("orders");
 
     let tx = conn.transaction().expect("begin");
-    tx.execute("INSERT INTO orders (id) VALUES (1)", []).expect("order");
+    tx.execute("INSERT INTO orders (id) VALUES (1)", [])
+        .expect("order");
     let good = NewMessage::new("orders.placed", b"ok".to_vec());
     let bad = [
         (NewMessage::new("", b"x".to_vec()), "EmptyTopic"),
-        (NewMessage::new("orders placed", b"x".to_vec()), "InvalidTopic"),
+        (
+            NewMessage::new("orders placed", b"x".to_vec()),
+            "InvalidTopic",
+        ),
         (NewMessage::new("t", vec![0u8; 1025]), "PayloadTooLarge"),
-        (NewMessage::new("t", b"x".to_vec()).with_header("bad name", "v"), "InvalidHeaderName"),
-        (NewMessage::new("t", b"x".to_vec()).with_header("x-ok", "a\r\nb"), "InvalidHeaderValue"),
+        (
+            NewMessage::new("t", b"x".to_vec()).with_header("bad name", "v"),
+            "InvalidHeaderName",
+        ),
+        (
+            NewMessage::new("t", b"x".to_vec()).with_header("x-ok", "a\r\nb"),
+            "InvalidHeaderValue",
+        ),
     ];
     for (message, expected) in &bad {
         let err = store.enqueue(&tx, message).expect_err("invalid message");
         let Error::InvalidMessage(validation) = &err else {
             panic!("expected InvalidMessage, got {err:?}");
         };
-        assert!(format!("{validation:?}").starts_with(expected), "{validation:?}");
+        assert!(
+            format!("{validation:?}").starts_with(expected),
+            "{validation:?}"
+        );
         assert!(!err.is_transient());
     }
     let too_large = store.enqueue(&tx, &bad[2].0).expect_err("too large");
     assert!(
-        too_large.to_string().contains("1025 bytes, over the limit of 1024"),
+        too_large
+            .to_string()
+            .contains("1025 bytes, over the limit of 1024"),
         "{too_large}"
     );
     // A batch with one bad message writes none of it.
     let err = store
-        .enqueue_batch(&tx, &[NewMessage::new("t", b"1".to_vec()), bad[0].0.clone()])
+        .enqueue_batch(
+            &tx,
+            &[NewMessage::new("t", b"1".to_vec()), bad[0].0.clone()],
+        )
         .expect_err("bad batch");
-    assert!(matches!(err, Error::InvalidMessage(ValidationError::EmptyTopic)));
+    assert!(matches!(
+        err,
+        Error::InvalidMessage(ValidationError::EmptyTopic)
+    ));
     // A duplicate id fails in SQL, after a first insert of the batch: undone, tx still fine.
     let dup = NewMessage::new("t", b"d".to_vec());
     store.enqueue(&tx, &dup).expect("first copy");
@@ -99,11 +120,15 @@ async fn migrations_are_tracked_per_table_and_idempotent() {
     let mut other = SqliteConfig::default();
     other.table = "audit_outbox".into();
     let a = SqliteStore::open(&path).await.expect("default table");
-    let b = SqliteStore::open_with(&path, other).await.expect("second table");
+    let b = SqliteStore::open_with(&path, other)
+        .await
+        .expect("second table");
     let again = SqliteStore::open(&path).await.expect("reopen");
     let conn = rusqlite::Connection::open(&path).expect("connection");
     let versions: i64 = conn
-        .query_row("SELECT count(*) FROM outbox_messages_migrations", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM outbox_messages_migrations", [], |r| {
+            r.get(0)
+        })
         .expect("migrations table");
     assert_eq!(versions, 1);
     drop((a, b, again));
@@ -147,7 +172,10 @@ async fn graceful_shutdown_releases_in_flight_messages() {
     assert_eq!(backlog.leased, 0, "nothing left leased");
     assert_eq!(backlog.pending, 50, "nothing lost");
     let claim = store
-        .claim(&outbox_core::ClaimOptions::new(100, Duration::from_secs(30)))
+        .claim(&outbox_core::ClaimOptions::new(
+            100,
+            Duration::from_secs(30),
+        ))
         .await
         .expect("claim");
     assert_eq!(claim.messages.len(), 50, "all due again at once");
@@ -158,7 +186,7 @@ async fn graceful_shutdown_releases_in_flight_messages() {
 /// failures cause duplicates, never losses, and keys stay in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_acks_and_failures_cause_duplicates_not_losses() {
-    use outbox_testkit::{check_history, Committed};
+    use outbox_testkit::{Committed, check_history};
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir, SqliteConfig::default()).await;
     let mut conn = rusqlite::Connection::open(store.path()).expect("connection");
@@ -182,7 +210,10 @@ async fn lost_acks_and_failures_cause_duplicates_not_losses() {
     }
     let committed: Vec<Committed> = messages
         .iter()
-        .map(|m| Committed { message_id: m.message_id(), key: m.key().map(str::to_owned) })
+        .map(|m| Committed {
+            message_id: m.message_id(),
+            key: m.key().map(str::to_owned),
+        })
         .collect();
     let report = check_history(&committed, &script.received());
     println!("{report}");

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{add_duration, Clock};
+use outbox_core::{Clock, add_duration};
 
 /// A [`Clock`] for tests: starts at the current time and moves only by [`advance`](Self::advance).
 /// Clones share the same time.

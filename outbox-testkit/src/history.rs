@@ -132,7 +132,11 @@ pub fn check_history(committed: &[Committed], received: &[ReceivedMessage]) -> H
         .collect();
     report.duplicates = committed
         .iter()
-        .filter_map(|c| seen.get(&c.message_id).filter(|n| **n > 1).map(|n| (c.message_id, n - 1)))
+        .filter_map(|c| {
+            seen.get(&c.message_id)
+                .filter(|n| **n > 1)
+                .map(|n| (c.message_id, n - 1))
+        })
         .collect();
     report
 }
@@ -160,21 +164,32 @@ mod tests {
 
     #[test]
     fn reports_lost_duplicates_unexpected_and_order() {
-        let (a1, a2, b1, lost) = (committed("a"), committed("a"), committed("b"), committed("c"));
+        let (a1, a2, b1, lost) = (
+            committed("a"),
+            committed("a"),
+            committed("b"),
+            committed("c"),
+        );
         let stray = committed("a");
         let all = [a1.clone(), a2.clone(), b1.clone(), lost.clone()];
         let report = check_history(&all, &[got(&a2), got(&b1), got(&a1), got(&b1), got(&stray)]);
         assert_eq!(report.lost, vec![lost.message_id]);
         assert_eq!(report.duplicates, vec![(b1.message_id, 1)]);
         assert_eq!(report.unexpected, vec![stray.message_id]);
-        assert_eq!(report.order_violations, vec![("a".to_owned(), a2.message_id)]);
+        assert_eq!(
+            report.order_violations,
+            vec![("a".to_owned(), a2.message_id)]
+        );
         assert!(!report.is_ok());
     }
 
     #[test]
     fn redelivery_of_an_older_message_is_only_a_duplicate() {
         let (a1, a2) = (committed("a"), committed("a"));
-        let report = check_history(&[a1.clone(), a2.clone()], &[got(&a1), got(&a2), got(&a1), got(&a2)]);
+        let report = check_history(
+            &[a1.clone(), a2.clone()],
+            &[got(&a1), got(&a2), got(&a1), got(&a2)],
+        );
         assert!(report.is_ok(), "{report}");
         assert_eq!(report.duplicate_count(), 2);
     }

@@ -12,12 +12,12 @@ mod writer;
 
 pub use clock::ManualClock;
 pub use conformance::{HeldTransaction, PublisherHarness, StoreHarness};
-pub use history::{check_history, Committed, HistoryReport};
+pub use history::{Committed, HistoryReport, check_history};
 pub use memory_publisher::InMemoryPublisher;
 pub use memory_store::{InMemoryStore, InMemoryTransaction};
 pub use received::ReceivedMessage;
 pub use scripted::{ScriptHandle, ScriptedPublisher};
-pub use writer::{read_json_lines, WriterPublisher};
+pub use writer::{WriterPublisher, read_json_lines};
 
 /// Runs a future to completion on a fresh multi-threaded Tokio runtime; the conformance
 /// macros use it so that a test crate needs no runtime of its own.

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::state::{transition, Delivery, DeliveryEvent, DeliveryState};
+use outbox_core::state::{Delivery, DeliveryEvent, DeliveryState, transition};
 use outbox_core::{
-    add_duration, Backlog, Claim, ClaimOptions, Clock, DeadLetter, Error, Lease, LeaseToken,
-    Message, MessageId, MessageLimits, NewMessage, Result, SettleReport, Settlement, Store,
-    StoreCapabilities, SystemClock,
+    Backlog, Claim, ClaimOptions, Clock, DeadLetter, Error, Lease, LeaseToken, Message, MessageId,
+    MessageLimits, NewMessage, Result, SettleReport, Settlement, Store, StoreCapabilities,
+    SystemClock, add_duration,
 };
 
 #[derive(Debug)]
@@ -75,12 +75,18 @@ impl InMemoryTransaction {
         let id = {
             let mut table = self.store.table();
             if table.message_ids.contains(&message.message_id())
-                || self.rows.iter().any(|r| r.message.message_id == message.message_id())
+                || self
+                    .rows
+                    .iter()
+                    .any(|r| r.message.message_id == message.message_id())
             {
                 return Err(Error::store(
                     "enqueue",
                     false,
-                    format!("message id {} is already in the outbox", message.message_id()),
+                    format!(
+                        "message id {} is already in the outbox",
+                        message.message_id()
+                    ),
                 ));
             }
             table.next_id += 1;
@@ -265,12 +271,16 @@ impl Store for InMemoryStore {
                 DeliveryState::Published { .. } => {}
                 state => {
                     backlog.pending += 1;
-                    if matches!(state, DeliveryState::Leased { expires_at, .. } if *expires_at > now) {
+                    if matches!(state, DeliveryState::Leased { expires_at, .. } if *expires_at > now)
+                    {
                         backlog.leased += 1;
                     }
                     let created: DateTime<Utc> = row.message.created_at;
-                    backlog.oldest_pending_at =
-                        Some(backlog.oldest_pending_at.map_or(created, |o| o.min(created)));
+                    backlog.oldest_pending_at = Some(
+                        backlog
+                            .oldest_pending_at
+                            .map_or(created, |o| o.min(created)),
+                    );
                 }
             }
         }

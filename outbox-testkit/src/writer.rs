@@ -3,8 +3,8 @@
 use std::io::{BufRead, Write};
 use std::sync::{Mutex, PoisonError};
 
-use outbox_core::{Message, PublishError, PublishOutcome, Publisher, CONTENT_TYPE_HEADER};
-use serde_json::{json, Value};
+use outbox_core::{CONTENT_TYPE_HEADER, Message, PublishError, PublishOutcome, Publisher};
+use serde_json::{Value, json};
 
 use crate::received::ReceivedMessage;
 
@@ -99,7 +99,7 @@ pub fn read_json_lines(reader: impl BufRead) -> std::io::Result<Vec<ReceivedMess
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!("line {}: {err}", index + 1),
-                ))
+                ));
             }
         }
     }

@@ -95,6 +95,8 @@ impl PublisherHarness for MemoryPublisherHarness {
 mod publisher {
     use super::*;
     outbox_testkit::publisher_conformance!(async {
-        MemoryPublisherHarness { publisher: InMemoryPublisher::new() }
+        MemoryPublisherHarness {
+            publisher: InMemoryPublisher::new(),
+        }
     });
 }

@@ -5,9 +5,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, debug_span, error, warn, Instrument};
+use tracing::{Instrument, debug, debug_span, error, warn};
 
 use crate::clock::Jitter;
 use crate::error::Error;
@@ -247,7 +247,10 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
                 Ok(report) => {
                     self.stats.lost += report.lost as u64;
                     if report.lost > 0 {
-                        warn!(lost = report.lost, "settlements refused: lease was taken over");
+                        warn!(
+                            lost = report.lost,
+                            "settlements refused: lease was taken over"
+                        );
                         metrics::counter!(m::LEASES_LOST).increment(report.lost as u64);
                     }
                     metrics::counter!(m::PUBLISHED).increment(self.stats.published);

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, Instant};
+use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 pub use config::RelayConfig;
 
-use self::batch::{process_batch, BatchContext, BatchStats};
+use self::batch::{BatchContext, BatchStats, process_batch};
 use crate::clock::{FullJitter, Jitter};
 use crate::error::Result;
 use crate::metrics as m;
@@ -151,7 +151,11 @@ impl<S: Store, P: Publisher> Relay<S, P> {
         let mut stats = RelayStats::default();
         let mut idle = config.poll_interval_min;
         let mut next_backlog = Instant::now();
-        info!(batch_size = config.batch_size, in_flight = config.max_in_flight_batches, "relay started");
+        info!(
+            batch_size = config.batch_size,
+            in_flight = config.max_in_flight_batches,
+            "relay started"
+        );
 
         while !shutdown.is_cancelled() {
             while let Some(done) = batches.try_join_next() {
@@ -265,7 +269,9 @@ fn absorb(stats: &mut RelayStats, done: std::result::Result<BatchStats, tokio::t
     match done {
         Ok(batch) => stats.absorb(batch),
         Err(err) if err.is_cancelled() => {}
-        Err(err) => error!(error = %err, "a batch task panicked; its leases will expire and its messages be retried"),
+        Err(err) => {
+            error!(error = %err, "a batch task panicked; its leases will expire and its messages be retried")
+        }
     }
 }
 

@@ -53,7 +53,8 @@ fn assert_all_acked(outcomes: &[PublishOutcome]) {
 pub async fn payload_key_and_headers_arrive_intact<H: PublisherHarness>(h: &H) {
     let payload: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
     let mut m = message(h, 1, Some("order-ü-42"), payload.clone());
-    m.headers.insert("content-type".into(), "application/octet-stream".into());
+    m.headers
+        .insert("content-type".into(), "application/octet-stream".into());
     m.headers.insert("x-trace".into(), "abc=1; d=\"2\"".into());
     let outcomes = h.publisher().publish(std::slice::from_ref(&m)).await;
     assert_eq!(outcomes.len(), 1);
@@ -92,7 +93,10 @@ pub async fn empty_batch_is_a_no_op<H: PublisherHarness>(h: &H) {
     let sentinel = message(h, 1, None, b"sentinel".to_vec());
     assert_all_acked(&h.publisher().publish(std::slice::from_ref(&sentinel)).await);
     let got = h.received(1).await;
-    assert_eq!(got.iter().map(|r| r.message_id).collect::<Vec<_>>(), vec![sentinel.message_id]);
+    assert_eq!(
+        got.iter().map(|r| r.message_id).collect::<Vec<_>>(),
+        vec![sentinel.message_id]
+    );
 }
 
 /// Messages of one key published one after another arrive in that order.

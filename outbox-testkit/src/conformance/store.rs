@@ -25,7 +25,10 @@ pub trait StoreHarness: Send + Sync {
     fn store(&self) -> &Self::Store;
 
     /// Enqueues `messages` in one transaction (the store's batch form) and commits.
-    fn enqueue(&self, messages: Vec<NewMessage>) -> impl Future<Output = outbox_core::Result<()>> + Send;
+    fn enqueue(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = outbox_core::Result<()>> + Send;
 
     /// Enqueues `messages` in one transaction and rolls it back.
     fn enqueue_rolled_back(
@@ -84,8 +87,16 @@ async fn settle_all<H: StoreHarness>(h: &H, claim: &Claim, action: SettleAction)
             action: action.clone(),
         })
         .collect();
-    let report = h.store().settle(&claim.lease, &settlements).await.expect("settle");
-    assert_eq!(report.applied, settlements.len(), "settle under a held lease applies");
+    let report = h
+        .store()
+        .settle(&claim.lease, &settlements)
+        .await
+        .expect("settle");
+    assert_eq!(
+        report.applied,
+        settlements.len(),
+        "settle under a held lease applies"
+    );
 }
 
 async fn settle_one<H: StoreHarness>(h: &H, lease: &Lease, id: i64, action: SettleAction) {
@@ -121,7 +132,9 @@ pub async fn message_round_trip<H: StoreHarness>(h: &H) {
         .with_header("content-type", "application/octet-stream")
         .with_header("x-trace", "abc=1; d=\"2\"");
     let unkeyed = NewMessage::new("round.trip.2", Vec::new());
-    h.enqueue(vec![new.clone(), unkeyed.clone()]).await.expect("enqueue");
+    h.enqueue(vec![new.clone(), unkeyed.clone()])
+        .await
+        .expect("enqueue");
     let got = claim(h, 10, LONG_LEASE).await.messages;
     assert_eq!(got.len(), 2);
     let m = &got[0];
@@ -142,9 +155,15 @@ pub async fn duplicate_message_id_is_refused<H: StoreHarness>(h: &H) {
     let first = msg(0, None);
     h.enqueue(vec![first.clone()]).await.expect("enqueue");
     let again = msg(1, None).with_message_id(first.message_id());
-    let err = h.enqueue(vec![again]).await.expect_err("duplicate id must fail");
+    let err = h
+        .enqueue(vec![again])
+        .await
+        .expect_err("duplicate id must fail");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    assert_eq!(ids(&claim(h, 10, LONG_LEASE).await.messages), vec![first.message_id()]);
+    assert_eq!(
+        ids(&claim(h, 10, LONG_LEASE).await.messages),
+        vec![first.message_id()]
+    );
 }
 
 /// A claim takes at most the batch size, lowest ids first.
@@ -160,7 +179,9 @@ pub async fn claim_honours_batch_size<H: StoreHarness>(h: &H) {
 
 /// A message under an unexpired lease is never returned to a second claimer.
 pub async fn claim_respects_lease<H: StoreHarness>(h: &H) {
-    h.enqueue((0..3).map(|n| msg(n, None)).collect()).await.expect("enqueue");
+    h.enqueue((0..3).map(|n| msg(n, None)).collect())
+        .await
+        .expect("enqueue");
     assert_eq!(claim(h, 10, LONG_LEASE).await.messages.len(), 3);
     assert!(claim(h, 10, LONG_LEASE).await.messages.is_empty());
     assert_eq!(h.store().backlog().await.expect("backlog").leased, 3);
@@ -193,7 +214,10 @@ pub async fn expired_lease_is_reclaimable<H: StoreHarness>(h: &H) {
     let second = claim(h, 10, LONG_LEASE).await;
     assert_eq!(ids(&second.messages), ids(&first.messages));
     assert_ne!(second.lease.token, first.lease.token);
-    assert_eq!(second.messages[0].attempts, 0, "an expiry is not a failed attempt");
+    assert_eq!(
+        second.messages[0].attempts, 0,
+        "an expiry is not a failed attempt"
+    );
 }
 
 /// Settling or renewing under a lease that was taken over is refused and changes nothing.
@@ -207,12 +231,21 @@ pub async fn stale_lease_is_refused<H: StoreHarness>(h: &H) {
     let id = stale.messages[0].id;
     let report = h
         .store()
-        .settle(&stale.lease, &[Settlement { id, action: SettleAction::Published }])
+        .settle(
+            &stale.lease,
+            &[Settlement {
+                id,
+                action: SettleAction::Published,
+            }],
+        )
         .await
         .expect("settle");
     assert_eq!((report.applied, report.lost), (0, 1));
     let renewed = h.store().renew(&stale.lease, LONG_LEASE).await;
-    assert!(matches!(renewed, Err(Error::LeaseLost { .. })), "{renewed:?}");
+    assert!(
+        matches!(renewed, Err(Error::LeaseLost { .. })),
+        "{renewed:?}"
+    );
 
     // The current holder still holds it: its settlement applies.
     settle_one(h, &current.lease, id, SettleAction::Published).await;
@@ -223,7 +256,11 @@ pub async fn stale_lease_is_refused<H: StoreHarness>(h: &H) {
 pub async fn renew_extends_the_lease<H: StoreHarness>(h: &H) {
     h.enqueue(vec![msg(0, None)]).await.expect("enqueue");
     let held = claim(h, 10, SHORT_LEASE).await;
-    let renewed = h.store().renew(&held.lease, LONG_LEASE).await.expect("renew");
+    let renewed = h
+        .store()
+        .renew(&held.lease, LONG_LEASE)
+        .await
+        .expect("renew");
     assert_eq!(renewed.token, held.lease.token);
     assert!(renewed.expires_at > held.lease.expires_at);
     h.advance(SHORT_LEASE + Duration::from_millis(200)).await;
@@ -242,7 +279,13 @@ pub async fn release_makes_due_without_an_attempt<H: StoreHarness>(h: &H) {
 
 /// A key's consecutive messages may come in one claim, in enqueue order, beside other keys.
 pub async fn claim_returns_key_runs_in_order<H: StoreHarness>(h: &H) {
-    let all = vec![msg(0, Some("a")), msg(1, Some("b")), msg(2, Some("a")), msg(3, None), msg(4, Some("a"))];
+    let all = vec![
+        msg(0, Some("a")),
+        msg(1, Some("b")),
+        msg(2, Some("a")),
+        msg(3, None),
+        msg(4, Some("a")),
+    ];
     let expected: Vec<MessageId> = all.iter().map(NewMessage::message_id).collect();
     h.enqueue(all).await.expect("enqueue");
     assert_eq!(ids(&claim(h, 10, LONG_LEASE).await.messages), expected);
@@ -252,14 +295,30 @@ pub async fn claim_returns_key_runs_in_order<H: StoreHarness>(h: &H) {
 /// are not claimed; once the head is due they come after it.
 pub async fn head_of_key_blocks_its_key<H: StoreHarness>(h: &H) {
     let (k1, k2) = (msg(0, Some("k")), msg(1, Some("k")));
-    h.enqueue(vec![k1.clone(), k2.clone()]).await.expect("enqueue");
+    h.enqueue(vec![k1.clone(), k2.clone()])
+        .await
+        .expect("enqueue");
     let head = claim(h, 1, LONG_LEASE).await;
     assert_eq!(ids(&head.messages), vec![k1.message_id()]);
-    assert!(claim(h, 10, LONG_LEASE).await.messages.is_empty(), "k2 waits for leased k1");
+    assert!(
+        claim(h, 10, LONG_LEASE).await.messages.is_empty(),
+        "k2 waits for leased k1"
+    );
 
     let delay = Duration::from_millis(500);
-    settle_all(h, &head, SettleAction::Retry { delay, error: "broker down".into() }).await;
-    assert!(claim(h, 10, LONG_LEASE).await.messages.is_empty(), "k2 waits for retrying k1");
+    settle_all(
+        h,
+        &head,
+        SettleAction::Retry {
+            delay,
+            error: "broker down".into(),
+        },
+    )
+    .await;
+    assert!(
+        claim(h, 10, LONG_LEASE).await.messages.is_empty(),
+        "k2 waits for retrying k1"
+    );
 
     h.advance(delay + Duration::from_millis(200)).await;
     let both = claim(h, 10, LONG_LEASE).await;
@@ -268,24 +327,92 @@ pub async fn head_of_key_blocks_its_key<H: StoreHarness>(h: &H) {
     assert_eq!(both.messages[1].attempts, 0);
 }
 
+/// However small the batch, a claim never returns a key's later message before an earlier
+/// one: not after a retry (with messages enqueued meanwhile), not after a requeue.
+pub async fn small_claims_keep_key_order_after_retry_and_requeue<H: StoreHarness>(h: &H) {
+    let j1 = msg(0, Some("j"));
+    h.enqueue(vec![j1.clone()]).await.expect("enqueue");
+    let first = claim(h, 1, LONG_LEASE).await;
+    let delay = Duration::from_millis(500);
+    settle_all(
+        h,
+        &first,
+        SettleAction::Retry {
+            delay,
+            error: "e".into(),
+        },
+    )
+    .await;
+    let j2 = msg(1, Some("j"));
+    h.enqueue(vec![j2.clone()])
+        .await
+        .expect("enqueue while j1 waits");
+    h.advance(delay + Duration::from_millis(200)).await;
+    assert_eq!(
+        ids(&claim(h, 1, LONG_LEASE).await.messages),
+        vec![j1.message_id()]
+    );
+
+    let (k1, k2, k3) = (msg(2, Some("k")), msg(3, Some("k")), msg(4, Some("k")));
+    h.enqueue(vec![k1.clone(), k2.clone(), k3.clone()])
+        .await
+        .expect("enqueue");
+    let head = claim(h, 1, LONG_LEASE).await;
+    assert_eq!(ids(&head.messages), vec![k1.message_id()]);
+    settle_all(h, &head, SettleAction::Dead { reason: "r".into() }).await;
+    let rest = claim(h, 10, LONG_LEASE).await;
+    assert_eq!(ids(&rest.messages), vec![k2.message_id(), k3.message_id()]);
+    settle_all(h, &rest, SettleAction::Release).await;
+    h.store()
+        .requeue_dead(&[head.messages[0].id])
+        .await
+        .expect("requeue");
+    h.advance(Duration::from_millis(50)).await;
+    assert_eq!(
+        ids(&claim(h, 1, LONG_LEASE).await.messages),
+        vec![k1.message_id()]
+    );
+    assert!(
+        claim(h, 10, LONG_LEASE).await.messages.is_empty(),
+        "k2, k3 wait for k1"
+    );
+}
+
 /// A retrying key holds back only itself: other keys and unkeyed messages keep flowing.
 pub async fn other_keys_flow_while_one_retries<H: StoreHarness>(h: &H) {
     let stuck = msg(0, Some("stuck"));
     let behind = msg(1, Some("stuck"));
-    h.enqueue(vec![stuck.clone(), behind.clone(), msg(2, Some("free")), msg(3, None)])
-        .await
-        .expect("enqueue");
+    h.enqueue(vec![
+        stuck.clone(),
+        behind.clone(),
+        msg(2, Some("free")),
+        msg(3, None),
+    ])
+    .await
+    .expect("enqueue");
     let first = claim(h, 10, LONG_LEASE).await;
     assert_eq!(first.messages.len(), 4);
     let mut settlements = vec![
         Settlement {
             id: first.messages[0].id,
-            action: SettleAction::Retry { delay: Duration::from_secs(3600), error: "no".into() },
+            action: SettleAction::Retry {
+                delay: Duration::from_secs(3600),
+                error: "no".into(),
+            },
         },
-        Settlement { id: first.messages[1].id, action: SettleAction::Release },
+        Settlement {
+            id: first.messages[1].id,
+            action: SettleAction::Release,
+        },
     ];
-    settlements.extend(first.messages[2..].iter().map(|m| Settlement { id: m.id, action: SettleAction::Published }));
-    h.store().settle(&first.lease, &settlements).await.expect("settle");
+    settlements.extend(first.messages[2..].iter().map(|m| Settlement {
+        id: m.id,
+        action: SettleAction::Published,
+    }));
+    h.store()
+        .settle(&first.lease, &settlements)
+        .await
+        .expect("settle");
 
     let later = vec![msg(4, Some("free")), msg(5, None), msg(6, Some("stuck"))];
     let expected: Vec<MessageId> = later[..2].iter().map(NewMessage::message_id).collect();
@@ -297,13 +424,26 @@ pub async fn other_keys_flow_while_one_retries<H: StoreHarness>(h: &H) {
 /// message with a future not-before time waits too.
 pub async fn backoff_schedule_is_honoured<H: StoreHarness>(h: &H) {
     let held_back = msg(9, None).with_not_before(chrono::Utc::now() + chrono::Duration::hours(1));
-    h.enqueue(vec![msg(0, None), held_back]).await.expect("enqueue");
+    h.enqueue(vec![msg(0, None), held_back])
+        .await
+        .expect("enqueue");
     let first = claim(h, 10, LONG_LEASE).await;
     assert_eq!(first.messages.len(), 1, "the not-before message waits");
     let delay = Duration::from_millis(800);
-    settle_all(h, &first, SettleAction::Retry { delay, error: "e".into() }).await;
+    settle_all(
+        h,
+        &first,
+        SettleAction::Retry {
+            delay,
+            error: "e".into(),
+        },
+    )
+    .await;
     h.advance(delay / 4).await;
-    assert!(claim(h, 10, LONG_LEASE).await.messages.is_empty(), "not due before its delay");
+    assert!(
+        claim(h, 10, LONG_LEASE).await.messages.is_empty(),
+        "not due before its delay"
+    );
     h.advance(delay).await;
     let again = claim(h, 10, LONG_LEASE).await;
     assert_eq!(ids(&again.messages), ids(&first.messages));
@@ -313,12 +453,25 @@ pub async fn backoff_schedule_is_honoured<H: StoreHarness>(h: &H) {
 /// Dead messages are listed with their reason, do not block their key, and can be requeued.
 pub async fn dead_letters_are_listed_and_requeued<H: StoreHarness>(h: &H) {
     let (k1, k2) = (msg(0, Some("k")), msg(1, Some("k")));
-    h.enqueue(vec![k1.clone(), k2.clone()]).await.expect("enqueue");
+    h.enqueue(vec![k1.clone(), k2.clone()])
+        .await
+        .expect("enqueue");
     let head = claim(h, 1, LONG_LEASE).await;
-    settle_all(h, &head, SettleAction::Dead { reason: "rejected: no such topic".into() }).await;
+    settle_all(
+        h,
+        &head,
+        SettleAction::Dead {
+            reason: "rejected: no such topic".into(),
+        },
+    )
+    .await;
 
     let next = claim(h, 10, LONG_LEASE).await;
-    assert_eq!(ids(&next.messages), vec![k2.message_id()], "a dead head does not block its key");
+    assert_eq!(
+        ids(&next.messages),
+        vec![k2.message_id()],
+        "a dead head does not block its key"
+    );
     settle_all(h, &next, SettleAction::Published).await;
 
     let dead = h.store().dead_letters(10).await.expect("dead letters");
@@ -329,11 +482,23 @@ pub async fn dead_letters_are_listed_and_requeued<H: StoreHarness>(h: &H) {
     let backlog = h.store().backlog().await.expect("backlog");
     assert_eq!((backlog.pending, backlog.dead), (0, 1));
 
-    assert_eq!(h.store().requeue_dead(&[dead[0].message.id, 999_999]).await.expect("requeue"), 1);
+    assert_eq!(
+        h.store()
+            .requeue_dead(&[dead[0].message.id, 999_999])
+            .await
+            .expect("requeue"),
+        1
+    );
     let again = claim(h, 10, LONG_LEASE).await;
     assert_eq!(ids(&again.messages), vec![k1.message_id()]);
     assert_eq!(again.messages[0].attempts, 0);
-    assert!(h.store().dead_letters(10).await.expect("dead letters").is_empty());
+    assert!(
+        h.store()
+            .dead_letters(10)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
 }
 
 /// Through a relay: a poison message is retried up to the maximum, then dead with its last
@@ -385,12 +550,23 @@ fn ids_of_received(script: &crate::ScriptHandle) -> HashSet<MessageId> {
 
 /// Purging removes only published messages: unsettled and dead ones stay.
 pub async fn purge_keeps_unsettled_and_dead<H: StoreHarness>(h: &H) {
-    h.enqueue(vec![msg(0, None), msg(1, None), msg(2, None)]).await.expect("enqueue");
+    h.enqueue(vec![msg(0, None), msg(1, None), msg(2, None)])
+        .await
+        .expect("enqueue");
     let c = claim(h, 2, LONG_LEASE).await;
     settle_one(h, &c.lease, c.messages[0].id, SettleAction::Published).await;
-    settle_one(h, &c.lease, c.messages[1].id, SettleAction::Dead { reason: "r".into() }).await;
+    settle_one(
+        h,
+        &c.lease,
+        c.messages[1].id,
+        SettleAction::Dead { reason: "r".into() },
+    )
+    .await;
     h.advance(Duration::from_millis(50)).await;
-    h.store().purge_published(Duration::ZERO).await.expect("purge");
+    h.store()
+        .purge_published(Duration::ZERO)
+        .await
+        .expect("purge");
     let backlog = h.store().backlog().await.expect("backlog");
     assert_eq!((backlog.pending, backlog.dead), (1, 1));
     assert_eq!(claim(h, 10, LONG_LEASE).await.messages.len(), 1);
@@ -406,7 +582,9 @@ pub async fn late_commit_is_published<H: StoreHarness>(h: &H) {
     }
     let late = msg(0, Some("late"));
     let held = h.enqueue_held(late.clone()).await.expect("enqueue held");
-    h.enqueue_rolled_back(vec![msg(1, None)]).await.expect("rollback");
+    h.enqueue_rolled_back(vec![msg(1, None)])
+        .await
+        .expect("rollback");
     let early = msg(2, None);
     h.enqueue(vec![early.clone()]).await.expect("enqueue");
     let first = claim(h, 10, LONG_LEASE).await;
