@@ -7,6 +7,7 @@ mod message;
 pub mod metrics;
 mod notify;
 mod publisher;
+mod redact;
 mod relay;
 mod retry;
 pub mod state;
@@ -20,6 +21,7 @@ pub use message::{
 };
 pub use notify::Notifier;
 pub use publisher::{DynPublisher, PublishError, PublishOutcome, Publisher, PublisherCapabilities};
+pub use redact::redact_url;
 pub use relay::{Relay, RelayConfig, RelayStats};
 pub use retry::RetryPolicy;
 pub use store::{

@@ -8,6 +8,7 @@ mod memory_publisher;
 mod memory_store;
 mod received;
 mod scripted;
+pub mod services;
 mod writer;
 
 pub use clock::ManualClock;

@@ -3,14 +3,24 @@
 /// Runs the [`Store`](outbox_core::Store) conformance suite: one `#[test]` per behaviour.
 ///
 /// The argument is an expression giving a future of a fresh
-/// [`StoreHarness`](crate::StoreHarness); it is evaluated once per test.
+/// [`StoreHarness`](crate::StoreHarness); it is evaluated once per test. For a store on a
+/// server, write `optional` before an expression giving a future of `Option<harness>`,
+/// where `None` means the server is unreachable and the test was skipped (see
+/// [`services::unavailable`](crate::services::unavailable)).
 ///
 /// ```text
 /// outbox_testkit::store_conformance!(MyHarness::new());
+/// outbox_testkit::store_conformance!(optional MyServerHarness::connect());
 /// ```
 #[macro_export]
 macro_rules! store_conformance {
+    (optional $make:expr) => {
+        $crate::store_conformance!(@names { $make.await });
+    };
     ($make:expr) => {
+        $crate::store_conformance!(@names { Some($make.await) });
+    };
+    (@names $make:block) => {
         $crate::store_conformance!(@tests $make;
             atomic_enqueue,
             message_round_trip,
@@ -33,12 +43,15 @@ macro_rules! store_conformance {
             late_commit_is_published,
         );
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $make:block; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
                 $crate::block_on(async {
-                    let harness = $make.await;
+                    let harness: Option<_> = $make;
+                    let Some(harness) = harness else {
+                        return;
+                    };
                     $crate::conformance::store::$name(&harness).await;
                 });
             }
@@ -50,14 +63,23 @@ macro_rules! store_conformance {
 /// behaviour.
 ///
 /// The argument is an expression giving a future of a fresh
-/// [`PublisherHarness`](crate::PublisherHarness); it is evaluated once per test.
+/// [`PublisherHarness`](crate::PublisherHarness); it is evaluated once per test. For a
+/// broker, write `optional` before an expression giving a future of `Option<harness>`,
+/// where `None` means the broker is unreachable and the test was skipped (see
+/// [`services::unavailable`](crate::services::unavailable)).
 ///
 /// ```text
 /// outbox_testkit::publisher_conformance!(MyHarness::new());
 /// ```
 #[macro_export]
 macro_rules! publisher_conformance {
+    (optional $make:expr) => {
+        $crate::publisher_conformance!(@names { $make.await });
+    };
     ($make:expr) => {
+        $crate::publisher_conformance!(@names { Some($make.await) });
+    };
+    (@names $make:block) => {
         $crate::publisher_conformance!(@tests $make;
             payload_key_and_headers_arrive_intact,
             ack_means_the_broker_has_it,
@@ -65,12 +87,15 @@ macro_rules! publisher_conformance {
             sequential_publishes_keep_key_order,
         );
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $make:block; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
                 $crate::block_on(async {
-                    let harness = $make.await;
+                    let harness: Option<_> = $make;
+                    let Some(harness) = harness else {
+                        return;
+                    };
                     $crate::conformance::publisher::$name(&harness).await;
                 });
             }
