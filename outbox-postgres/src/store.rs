@@ -1,0 +1,329 @@
+//! The relay side: [`Store`] over a PostgreSQL table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use outbox_core::{
+    validate_identifier, Backlog, Claim, ClaimOptions, DeadLetter, Error, Lease, LeaseToken,
+    Result, SettleAction, SettleReport, Settlement, Store, StoreCapabilities,
+};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+
+use crate::config::PostgresConfig;
+use crate::error::store_error;
+use crate::row::read_message;
+use crate::schema::migrate;
+use crate::sql::Sql;
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: PostgresConfig,
+    pub(crate) sql: Sql,
+    pub(crate) pool: PgPool,
+}
+
+/// An outbox in a PostgreSQL table (PostgreSQL 13 and later).
+///
+/// Create it with [`PostgresStore::connect`] or [`PostgresStore::new`], run
+/// [`migrate`](Self::migrate) once at start, enqueue with
+/// [`enqueue`](Self::enqueue) in your own sqlx transaction, and hand the store to a
+/// [`Relay`](outbox_core::Relay). Any number of relays, in any number of processes, can
+/// share the table. Clones share the pool. `Debug` output never contains the connection
+/// string.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.config.schema)
+            .field("table", &self.inner.config.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds as PostgreSQL's `make_interval` takes them.
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl PostgresStore {
+    /// A store on an existing pool (share your application's pool, or give the relay its
+    /// own). Fails if a configured name is not a plain identifier.
+    pub fn new(pool: PgPool, config: PostgresConfig) -> Result<Self> {
+        validate_identifier("schema", &config.schema)?;
+        validate_identifier("table", &config.table)?;
+        let sql = Sql::new(&config.schema, &config.table);
+        Ok(PostgresStore {
+            inner: Arc::new(Inner { config, sql, pool }),
+        })
+    }
+
+    /// Connects a pool of up to 8 connections to `url` and creates the store on it.
+    /// The URL (and its password) appears in no log and no error.
+    pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| store_error("connect", e))?;
+        Self::new(pool, config)
+    }
+
+    /// Creates or upgrades the outbox schema. Tracked in `<table>_migrations` (never in
+    /// the application's `_sqlx_migrations`); safe when several processes run it at once.
+    pub async fn migrate(&self) -> Result<()> {
+        let config = &self.inner.config;
+        migrate(&self.inner.pool, &config.schema, &config.table).await
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.inner.config
+    }
+
+    /// Runs one statement of the settle, counting the rows it changed.
+    async fn apply(
+        tx: &mut sqlx::PgConnection,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64> {
+        Ok(query
+            .execute(tx)
+            .await
+            .map_err(|e| store_error("settle", e))?
+            .rows_affected())
+    }
+
+    /// Pushes the later messages of each key to be due no earlier than `(id, key, at)`.
+    async fn push_followers(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        due: Vec<(i64, Option<String>, DateTime<Utc>)>,
+    ) -> Result<()> {
+        let keyed: Vec<_> = due.into_iter().filter(|(_, key, _)| key.is_some()).collect();
+        if keyed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = keyed.iter().map(|(id, _, _)| *id).collect();
+        let keys: Vec<Option<String>> = keyed.iter().map(|(_, key, _)| key.clone()).collect();
+        let ats: Vec<DateTime<Utc>> = keyed.iter().map(|(_, _, at)| *at).collect();
+        sqlx::query(&self.inner.sql.push_followers)
+            .bind(ids)
+            .bind(keys)
+            .bind(ats)
+            .execute(conn)
+            .await
+            .map_err(|e| store_error("settle", e))?;
+        Ok(())
+    }
+}
+
+impl Store for PostgresStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        let mut capabilities = StoreCapabilities::default();
+        capabilities.concurrent_writers = true;
+        capabilities.notify_on_enqueue = self.inner.config.notify_on_enqueue;
+        capabilities
+    }
+
+    async fn claim(&self, options: &ClaimOptions) -> Result<Claim> {
+        let err = |e| store_error("claim", e);
+        let limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
+        let window = limit.saturating_mul(2).max(200);
+        let token = LeaseToken::new();
+        let mut tx = self.inner.pool.begin().await.map_err(err)?;
+        let config = &self.inner.config;
+        sqlx::query(&self.inner.sql.claim_lock)
+            .bind(format!("outbox claim {}.{}", config.schema, config.table))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let rows = sqlx::query(&self.inner.sql.claim)
+            .bind(token.as_uuid())
+            .bind(seconds(options.lease_duration))
+            .bind(window)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut expires_at = None;
+        for row in &rows {
+            messages.push(read_message(row, "claim")?);
+            let until: DateTime<Utc> = row.try_get(8).map_err(err)?;
+            expires_at = Some(until);
+        }
+        messages.sort_by_key(|m| m.id);
+        let expires_at = match expires_at {
+            Some(at) => at,
+            None => Utc::now() + chrono::Duration::from_std(options.lease_duration).unwrap_or_default(),
+        };
+        Ok(Claim {
+            lease: Lease { token, expires_at },
+            messages,
+        })
+    }
+
+    async fn settle(&self, lease: &Lease, settlements: &[Settlement]) -> Result<SettleReport> {
+        let err = |e| store_error("settle", e);
+        let token = lease.token.as_uuid();
+        let mut published = Vec::new();
+        let mut released = Vec::new();
+        let (mut retry_ids, mut retry_delays, mut retry_errors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut dead_ids, mut dead_reasons) = (Vec::new(), Vec::new());
+        for settlement in settlements {
+            match &settlement.action {
+                SettleAction::Published => published.push(settlement.id),
+                SettleAction::Release => released.push(settlement.id),
+                SettleAction::Retry { delay, error } => {
+                    retry_ids.push(settlement.id);
+                    retry_delays.push(seconds(*delay));
+                    retry_errors.push(error.as_str());
+                }
+                SettleAction::Dead { reason } => {
+                    dead_ids.push(settlement.id);
+                    dead_reasons.push(reason.as_str());
+                }
+            }
+        }
+        let sql = &self.inner.sql;
+        let mut tx = self.inner.pool.begin().await.map_err(err)?;
+        let mut applied = 0;
+        if !published.is_empty() {
+            let statement = if self.inner.config.keep_published {
+                &sql.publish_keep
+            } else {
+                &sql.publish_delete
+            };
+            applied += Self::apply(&mut tx, sqlx::query(statement).bind(&published).bind(token)).await?;
+        }
+        if !released.is_empty() {
+            applied += Self::apply(&mut tx, sqlx::query(&sql.release).bind(&released).bind(token)).await?;
+        }
+        if !dead_ids.is_empty() {
+            let query = sqlx::query(&sql.dead).bind(&dead_ids).bind(token).bind(&dead_reasons);
+            applied += Self::apply(&mut tx, query).await?;
+        }
+        if !retry_ids.is_empty() {
+            let rows = sqlx::query(&sql.retry)
+                .bind(&retry_ids)
+                .bind(token)
+                .bind(&retry_delays)
+                .bind(&retry_errors)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+            applied += rows.len() as u64;
+            let mut due = Vec::with_capacity(rows.len());
+            for row in &rows {
+                due.push((
+                    row.try_get(0).map_err(err)?,
+                    row.try_get(1).map_err(err)?,
+                    row.try_get(2).map_err(err)?,
+                ));
+            }
+            // After the releases above, so a run released in this settlement is pushed too.
+            self.push_followers(&mut tx, due).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+        Ok(SettleReport {
+            applied,
+            lost: settlements.len().saturating_sub(applied),
+        })
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<Lease> {
+        let until: Option<DateTime<Utc>> = sqlx::query_scalar(&self.inner.sql.renew)
+            .bind(lease.token.as_uuid())
+            .bind(seconds(duration))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| store_error("renew", e))?
+            .into_iter()
+            .max();
+        match until {
+            Some(expires_at) => Ok(Lease {
+                token: lease.token,
+                expires_at,
+            }),
+            None => Err(Error::LeaseLost { token: lease.token }),
+        }
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let err = |e| store_error("backlog", e);
+        let row = sqlx::query(&self.inner.sql.backlog)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(err)?;
+        let count = |i: usize| -> Result<u64> {
+            let n: i64 = row.try_get(i).map_err(err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Backlog {
+            pending: count(0)?,
+            leased: count(1)?,
+            dead: count(2)?,
+            oldest_pending_at: row.try_get(3).map_err(err)?,
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let err = |e| store_error("dead_letters", e);
+        let rows = sqlx::query(&self.inner.sql.dead_letters)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    message: read_message(row, "dead_letters")?,
+                    reason: row.try_get(8).map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn requeue_dead(&self, ids: &[i64]) -> Result<u64> {
+        let err = |e| store_error("requeue_dead", e);
+        let mut tx = self.inner.pool.begin().await.map_err(err)?;
+        let rows = sqlx::query(&self.inner.sql.requeue)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            due.push((
+                row.try_get(0).map_err(err)?,
+                row.try_get(1).map_err(err)?,
+                row.try_get(2).map_err(err)?,
+            ));
+        }
+        self.push_followers(&mut tx, due).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn purge_published(&self, older_than: Duration) -> Result<u64> {
+        Ok(sqlx::query(&self.inner.sql.purge)
+            .bind(seconds(older_than))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| store_error("purge_published", e))?
+            .rows_affected())
+    }
+}
