@@ -45,8 +45,24 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The LISTEN/NOTIFY channel: `<schema>_<table>_enqueued`.
+    /// The LISTEN/NOTIFY channel: `<schema>_<table>_enqueued`, or `outbox_<hash>` when that
+    /// is longer than PostgreSQL's 63-byte limit on names.
+    ///
+    /// ```
+    /// let config = outbox_postgres::PostgresConfig::default();
+    /// assert_eq!(config.channel(), "public_outbox_messages_enqueued");
+    /// ```
     pub fn channel(&self) -> String {
-        format!("{}_{}_enqueued", self.schema, self.table)
+        let readable = format!("{}_{}_enqueued", self.schema, self.table);
+        if readable.len() <= 63 {
+            return readable;
+        }
+        // FNV-1a: stable across processes and Rust versions, unlike std's hasher.
+        let hash = format!("{}.{}", self.schema, self.table)
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        format!("outbox_{hash:016x}")
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use outbox_core::{Error, MessageId, NewMessage, Result};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, Row};
 
 use crate::error::store_error;
 use crate::PostgresStore;
@@ -53,6 +53,10 @@ impl PostgresStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        let mut distinct = std::collections::HashSet::with_capacity(messages.len());
+        if let Some(dup) = messages.iter().find(|m| !distinct.insert(m.message_id())) {
+            return Err(duplicate_id(dup.message_id()));
+        }
         let mut ids = Vec::with_capacity(messages.len());
         let mut topics = Vec::with_capacity(messages.len());
         let mut keys = Vec::with_capacity(messages.len());
@@ -95,7 +99,28 @@ impl PostgresStore {
         if config.notify_on_enqueue {
             query = query.bind(config.channel());
         }
-        query.execute(executor).await.map_err(|e| store_error("enqueue", e))?;
+        let inserted: i64 = query
+            .fetch_one(executor)
+            .await
+            .map_err(|e| store_error("enqueue", e))?
+            .try_get(0)
+            .map_err(|e| store_error("enqueue", e))?;
+        if usize::try_from(inserted).ok() != Some(messages.len()) {
+            return Err(Error::store(
+                "enqueue",
+                false,
+                "a message id of this batch is already in the outbox; nothing was enqueued \
+                 (use fresh ids, or drop the message if it was enqueued before)",
+            ));
+        }
         Ok(messages.iter().map(NewMessage::message_id).collect())
     }
+}
+
+fn duplicate_id(id: MessageId) -> Error {
+    Error::store(
+        "enqueue",
+        false,
+        format!("message id {id} appears twice in the batch; nothing was enqueued"),
+    )
 }

@@ -26,9 +26,10 @@ pub(crate) const MESSAGE_COLUMNS: &str =
 
 impl Sql {
     fn insert(t: &str) -> String {
-        // Many messages in one round trip. Each is due no earlier than the key's last
-        // unsettled message, keeping available_at non-decreasing along a key (the
-        // caller's batch is already made monotonic per key).
+        // Many messages in one round trip, counted. Each is due no earlier than the key's
+        // last unsettled message, keeping available_at non-decreasing along a key (the
+        // caller's batch is already made monotonic per key). If one id is already there,
+        // nothing is inserted: a unique violation would abort the caller's transaction.
         format!(
             "INSERT INTO {t} (message_id, topic, msg_key, payload, headers, available_at)
              SELECT m.message_id, m.topic, m.msg_key, m.payload, m.headers,
@@ -38,7 +39,9 @@ impl Sql {
                       ORDER BY p.id DESC LIMIT 1))
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::timestamptz[])
                WITH ORDINALITY AS m(message_id, topic, msg_key, payload, headers, not_before, ord)
-             ORDER BY m.ord"
+             WHERE NOT EXISTS (SELECT 1 FROM {t} d WHERE d.message_id = ANY($1))
+             ORDER BY m.ord
+             RETURNING 1"
         )
     }
 
@@ -50,9 +53,9 @@ impl Sql {
         Sql {
             // NOTIFY in the same statement, so it needs no second round trip.
             insert_and_notify: format!(
-                "WITH inserted AS ({insert} RETURNING 1) SELECT pg_notify($7, '')"
+                "WITH inserted AS ({insert}) SELECT (SELECT count(*) FROM inserted), pg_notify($7, '')"
             ),
-            insert,
+            insert: format!("WITH inserted AS ({insert}) SELECT count(*) FROM inserted"),
             // Claims are serialised per table by a transaction-level advisory lock, so a
             // claim always sees the leases of the claims before it and a key's run is never
             // split between two concurrent claimers.
