@@ -11,6 +11,8 @@
 //! | feature | enables |
 //! | --- | --- |
 //! | `sqlite` | [`sqlite`]: the SQLite store (`outbox-sqlite`, rusqlite with SQLite bundled) |
+//! | `postgres` | [`postgres`]: the PostgreSQL store (`outbox-postgres`, sqlx) |
+//! | `nats` | [`nats`]: the NATS JetStream publisher (`outbox-nats`, async-nats) |
 //! | `testkit` | [`testkit`]: in-memory adapters, fault injection, history checker, conformance suites, JSON-lines publisher |
 //!
 //! # Supported databases and brokers
@@ -18,6 +20,8 @@
 //! | adapter | crate | tested against |
 //! | --- | --- | --- |
 //! | SQLite store | `outbox-sqlite` | SQLite 3.46 (bundled) |
+//! | PostgreSQL store | `outbox-postgres` | PostgreSQL 15 (needs 13+) |
+//! | NATS JetStream publisher | `outbox-nats` | NATS server with JetStream |
 //! | in-memory store and publisher | `outbox-testkit` | — |
 //! | JSON lines to any `io::Write` | `outbox-testkit` | — |
 
@@ -26,6 +30,14 @@ pub use outbox_core::*;
 /// The SQLite store (feature `sqlite`).
 #[cfg(feature = "sqlite")]
 pub use outbox_sqlite as sqlite;
+
+/// The PostgreSQL store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use outbox_postgres as postgres;
+
+/// The NATS JetStream publisher (feature `nats`).
+#[cfg(feature = "nats")]
+pub use outbox_nats as nats;
 
 /// Test doubles and conformance suites (feature `testkit`).
 #[cfg(feature = "testkit")]

@@ -43,10 +43,19 @@ mod tests {
     fn passwords_never_survive() {
         for (raw, clean) in [
             ("postgres://u:p@h/db", "postgres://u:***@h/db"),
-            ("mysql://root:@127.0.0.1:3306/test", "mysql://root:***@127.0.0.1:3306/test"),
-            ("amqp://guest:guest@127.0.0.1:5672/%2f", "amqp://guest:***@127.0.0.1:5672/%2f"),
+            (
+                "mysql://root:@127.0.0.1:3306/test",
+                "mysql://root:***@127.0.0.1:3306/test",
+            ),
+            (
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                "amqp://guest:***@127.0.0.1:5672/%2f",
+            ),
             ("nats://token@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
-            ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
+            (
+                "postgres://u:p%40ss@h/db?sslmode=require",
+                "postgres://u:***@h/db?sslmode=require",
+            ),
             ("postgres://h/db?user=u", "postgres://h/db?user=u"),
             ("not a url", "not a url"),
         ] {

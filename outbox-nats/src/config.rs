@@ -108,9 +108,9 @@ impl NatsConfig {
         }
         if let Some(domain) = &self.jetstream_domain {
             let valid = !domain.is_empty()
-                && domain
-                    .chars()
-                    .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>'));
+                && domain.chars().all(|c| {
+                    !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>')
+                });
             if !valid {
                 return Err(Error::invalid_config(format!(
                     "jetstream_domain {domain:?} is not a JetStream domain name (non-empty, without white space, '.', '*' or '>')"

@@ -94,13 +94,18 @@ pub(crate) fn publish_failed(
 
 /// A JetStream API error in the PubAck, or a local failure (client closed, bad response).
 fn other_failure(err: &NatsPublishError, subject: &str) -> PublishError {
-    let api_error = std::error::Error::source(err)
-        .and_then(|source| source.downcast_ref::<jetstream::Error>());
+    let api_error =
+        std::error::Error::source(err).and_then(|source| source.downcast_ref::<jetstream::Error>());
     let Some(api_error) = api_error else {
         // The client is closed or the response was unreadable: the message may or may not
         // be stored, and a retry is safe thanks to Nats-Msg-Id.
         return PublishError::transient(format!("publishing to subject {subject:?} failed"));
     };
+    api_failure(api_error, subject)
+}
+
+/// JetStream's answer to a publish was an API error.
+fn api_failure(api_error: &jetstream::Error, subject: &str) -> PublishError {
     let refused = |transient: bool, why: &str| {
         let text = format!("JetStream refused the message for subject {subject:?}: {why}");
         if transient {
@@ -127,17 +132,12 @@ fn other_failure(err: &NatsPublishError, subject: &str) -> PublishError {
         | ErrorCode::CLUSTER_NOT_LEADER
         | ErrorCode::CLUSTER_NOT_ACTIVE
         | ErrorCode::CLUSTER_INCOMPLETE
-        | ErrorCode::JETSTREAM_NOT_ENABLED => {
-            refused(true, "JetStream is not available right now")
-        }
+        | ErrorCode::JETSTREAM_NOT_ENABLED => refused(true, "JetStream is not available right now"),
         // Otherwise the status code says whose fault it is: 4xx the request's, 5xx the server's.
-        _ => {
-            let status = api_error.code();
-            refused(
-                !(400..500).contains(&status),
-                "see the JetStream error for the reason",
-            )
+        _ if (400..500).contains(&api_error.code()) => {
+            refused(false, "JetStream rejects this request as it stands")
         }
+        _ => refused(true, "a server-side JetStream error"),
     }
 }
 
@@ -149,4 +149,35 @@ pub(crate) fn too_large(size: usize, limit: usize, subject: &str) -> PublishErro
          server's max_payload of {limit} bytes; send a reference to large data instead, or \
          raise max_payload"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, err_code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": "from the server",
+        }))
+        .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn api_errors_are_mapped_by_their_error_code_then_status() {
+        let cases = [
+            (400, 10054, false, "max_msg_size"), // message exceeds the stream's maximum
+            (503, 10077, true, "full"),          // stream store failed: maximum messages
+            (500, 10047, true, "full"),          // storage resources exceeded
+            (503, 10008, true, "not available"), // cluster not available
+            (400, 10003, false, "rejects"),      // bad request
+            (500, 99999, true, "server-side"),   // unknown server error
+        ];
+        for (code, err_code, transient, text) in cases {
+            let err = api_failure(&api_error(code, err_code), "orders");
+            assert_eq!(err.is_transient(), transient, "{err_code}: {err}");
+            assert!(err.to_string().contains(text), "{err_code}: {err}");
+        }
+    }
 }

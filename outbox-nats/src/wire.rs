@@ -68,7 +68,10 @@ pub(crate) fn headers(message: &Message) -> Result<HeaderMap, PublishError> {
             PublishError::permanent(format!("header name {name:?} is refused by NATS"))
                 .with_source(err)
         })?;
-        headers.insert(header_name, header_value(value, || format!("header {name:?}"))?);
+        headers.insert(
+            header_name,
+            header_value(value, || format!("header {name:?}"))?,
+        );
     }
     headers.insert(NATS_MESSAGE_ID, message.message_id.to_string());
     if let Some(key) = &message.key {
@@ -180,7 +183,14 @@ mod tests {
     #[test]
     fn unusable_subjects_are_permanent_errors() {
         for subject in [
-            "", "a b", "a..b", ".a", "a.", "a.*", "a.>", "$JS.API.STREAM.DELETE.X",
+            "",
+            "a b",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*",
+            "a.>",
+            "$JS.API.STREAM.DELETE.X",
         ] {
             let err = check_subject(subject, subject).expect_err(subject);
             assert!(!err.is_transient());
@@ -190,6 +200,12 @@ mod tests {
         }
         let err = check_subject("x..y", "y").expect_err("mapped");
         assert!(err.to_string().contains("mapped from topic \"y\""), "{err}");
+    }
+
+    #[test]
+    fn message_id_header_is_the_one_jetstream_deduplicates_by() {
+        let name: &str = NATS_MESSAGE_ID.as_ref();
+        assert_eq!(name, MESSAGE_ID_HEADER);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use outbox_core::{Error, MessageId, NewMessage, Result};
 use sqlx::{PgExecutor, Row};
 
-use crate::error::store_error;
 use crate::PostgresStore;
+use crate::error::store_error;
 
 impl PostgresStore {
     /// Enqueues `message` through `executor`, normally the caller's transaction

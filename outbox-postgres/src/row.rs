@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use outbox_core::{Headers, Message, MessageId};
-use sqlx::postgres::PgRow;
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 
 use crate::error::{corrupt_row, store_error};
 

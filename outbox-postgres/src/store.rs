@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    validate_identifier, Backlog, Claim, ClaimOptions, DeadLetter, Error, Lease, LeaseToken,
-    Result, SettleAction, SettleReport, Settlement, Store, StoreCapabilities,
+    Backlog, Claim, ClaimOptions, DeadLetter, Error, Lease, LeaseToken, Result, SettleAction,
+    SettleReport, Settlement, Store, StoreCapabilities, validate_identifier,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
@@ -110,7 +110,10 @@ impl PostgresStore {
         conn: &mut sqlx::PgConnection,
         due: Vec<(i64, Option<String>, DateTime<Utc>)>,
     ) -> Result<()> {
-        let keyed: Vec<_> = due.into_iter().filter(|(_, key, _)| key.is_some()).collect();
+        let keyed: Vec<_> = due
+            .into_iter()
+            .filter(|(_, key, _)| key.is_some())
+            .collect();
         if keyed.is_empty() {
             return Ok(());
         }
@@ -167,7 +170,9 @@ impl Store for PostgresStore {
         messages.sort_by_key(|m| m.id);
         let expires_at = match expires_at {
             Some(at) => at,
-            None => Utc::now() + chrono::Duration::from_std(options.lease_duration).unwrap_or_default(),
+            None => {
+                Utc::now() + chrono::Duration::from_std(options.lease_duration).unwrap_or_default()
+            }
         };
         Ok(Claim {
             lease: Lease { token, expires_at },
@@ -180,7 +185,8 @@ impl Store for PostgresStore {
         let token = lease.token.as_uuid();
         let mut published = Vec::new();
         let mut released = Vec::new();
-        let (mut retry_ids, mut retry_delays, mut retry_errors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut retry_ids, mut retry_delays, mut retry_errors) =
+            (Vec::new(), Vec::new(), Vec::new());
         let (mut dead_ids, mut dead_reasons) = (Vec::new(), Vec::new());
         for settlement in settlements {
             match &settlement.action {
@@ -206,13 +212,21 @@ impl Store for PostgresStore {
             } else {
                 &sql.publish_delete
             };
-            applied += Self::apply(&mut tx, sqlx::query(statement).bind(&published).bind(token)).await?;
+            applied +=
+                Self::apply(&mut tx, sqlx::query(statement).bind(&published).bind(token)).await?;
         }
         if !released.is_empty() {
-            applied += Self::apply(&mut tx, sqlx::query(&sql.release).bind(&released).bind(token)).await?;
+            applied += Self::apply(
+                &mut tx,
+                sqlx::query(&sql.release).bind(&released).bind(token),
+            )
+            .await?;
         }
         if !dead_ids.is_empty() {
-            let query = sqlx::query(&sql.dead).bind(&dead_ids).bind(token).bind(&dead_reasons);
+            let query = sqlx::query(&sql.dead)
+                .bind(&dead_ids)
+                .bind(token)
+                .bind(&dead_reasons);
             applied += Self::apply(&mut tx, query).await?;
         }
         if !retry_ids.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use outbox_core::{NewMessage, Result};
-use outbox_postgres::{sqlx, PostgresStore};
+use outbox_postgres::{PostgresStore, sqlx};
 use outbox_testkit::{HeldTransaction, StoreHarness};
 
 struct PgHarness {
@@ -15,10 +15,15 @@ struct PgHarness {
 
 impl PgHarness {
     async fn connect() -> Option<Self> {
-        Some(PgHarness { store: common::fresh_store(|_| {}).await? })
+        Some(PgHarness {
+            store: common::fresh_store(|_| {}).await?,
+        })
     }
 
-    async fn begin_with(&self, messages: &[NewMessage]) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    async fn begin_with(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.store.pool().begin().await.expect("begin");
         self.store.enqueue_batch(&mut *tx, messages).await?;
         Ok(tx)
@@ -46,12 +51,20 @@ impl StoreHarness for PgHarness {
     }
 
     async fn enqueue(&self, messages: Vec<NewMessage>) -> Result<()> {
-        self.begin_with(&messages).await?.commit().await.expect("commit");
+        self.begin_with(&messages)
+            .await?
+            .commit()
+            .await
+            .expect("commit");
         Ok(())
     }
 
     async fn enqueue_rolled_back(&self, messages: Vec<NewMessage>) -> Result<()> {
-        self.begin_with(&messages).await?.rollback().await.expect("rollback");
+        self.begin_with(&messages)
+            .await?
+            .rollback()
+            .await
+            .expect("rollback");
         Ok(())
     }
 

@@ -31,7 +31,11 @@ pub fn services_required() -> bool {
 pub fn unavailable(service: &str, url: &str, error: &dyn Display) {
     let url = outbox_core::redact_url(url);
     if services_required() {
-        panic!("no {service} at {url}: {error} (OUTBOX_REQUIRE_SERVICES=1, so this fails; start the service or point the URL variable at one)");
+        panic!(
+            "no {service} at {url}: {error} (OUTBOX_REQUIRE_SERVICES=1, so this fails; start the service or point the URL variable at one)"
+        );
     }
-    println!("skipped: no {service} at {url} ({error}); set {REQUIRE_SERVICES}=1 to make this a failure");
+    println!(
+        "skipped: no {service} at {url} ({error}); set {REQUIRE_SERVICES}=1 to make this a failure"
+    );
 }

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
-use outbox_core::MessageId;
+use async_nats::jetstream::{self, message::StreamMessage, stream};
 use outbox_nats::{KEY_HEADER, MESSAGE_ID_HEADER, NatsConfig, NatsPublisher};
 use outbox_testkit::services::{unavailable, url_from_env};
 use outbox_testkit::{PublisherHarness, ReceivedMessage};
@@ -126,9 +125,30 @@ impl NatsHarness {
 
 /// A stored NATS message as the testkit compares it: the id and key from their headers,
 /// and the message's own headers.
-fn to_received(message: stream::RawMessage) -> ReceivedMessage {
-    let _ = message;
-    unreachable!()
+fn to_received(message: StreamMessage) -> ReceivedMessage {
+    let mut headers: BTreeMap<String, String> = message
+        .headers
+        .iter()
+        .filter_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .last()
+                .map(|value| (name.to_owned(), value.as_str().to_owned()))
+        })
+        .collect();
+    let message_id = headers
+        .remove(MESSAGE_ID_HEADER)
+        .expect("every message carries Nats-Msg-Id")
+        .parse()
+        .expect("Nats-Msg-Id holds a message id");
+    let key = headers.remove(KEY_HEADER);
+    ReceivedMessage {
+        message_id,
+        topic: message.subject.to_string(),
+        key,
+        payload: message.payload.to_vec(),
+        headers,
+    }
 }
 
 impl PublisherHarness for NatsHarness {
@@ -168,28 +188,4 @@ impl Drop for NatsHarness {
         })
         .join();
     }
-}
-
-fn headers_of(message: &async_nats::HeaderMap) -> BTreeMap<String, String> {
-    message
-        .iter()
-        .filter_map(|(name, values)| {
-            let name: &str = name.as_ref();
-            values
-                .last()
-                .map(|value| (name.to_owned(), value.as_str().to_owned()))
-        })
-        .collect()
-}
-
-fn message_id_of(headers: &BTreeMap<String, String>) -> MessageId {
-    headers
-        .get(MESSAGE_ID_HEADER)
-        .expect("every message carries Nats-Msg-Id")
-        .parse()
-        .expect("Nats-Msg-Id is a message id")
-}
-
-fn _key(headers: &BTreeMap<String, String>) -> Option<String> {
-    headers.get(KEY_HEADER).cloned()
 }

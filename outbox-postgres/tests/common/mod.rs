@@ -2,7 +2,7 @@
 //! fresh schema per test, so tests run in parallel.
 #![allow(dead_code, unreachable_pub)]
 
-use outbox_postgres::{sqlx, PostgresConfig, PostgresStore};
+use outbox_postgres::{PostgresConfig, PostgresStore, sqlx};
 use outbox_testkit::services::{unavailable, url_from_env};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
