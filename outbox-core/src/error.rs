@@ -30,7 +30,7 @@ pub enum Error {
     },
 
     /// A database operation failed; `transient` says whether retrying may succeed.
-    #[error("store operation `{operation}` failed{}", if *transient { " (transient, will be retried)" } else { "" })]
+    #[error("store operation `{operation}` failed{}", if *transient { " (transient: the same call may succeed later)" } else { "" })]
     Store {
         /// The store operation that failed, e.g. `claim` or `enqueue`.
         operation: &'static str,
@@ -118,6 +118,22 @@ impl Error {
         }
     }
 
+    /// This error followed by its causes, `: `-separated, for logs and messages to people.
+    ///
+    /// `Display` shows only this error (its causes are reachable through
+    /// [`source`](std::error::Error::source)); `report` shows the whole chain.
+    ///
+    /// ```
+    /// let err = outbox_core::Error::store("claim", true, "database is locked");
+    /// assert_eq!(
+    ///     err.report().to_string(),
+    ///     "store operation `claim` failed (transient: the same call may succeed later): database is locked"
+    /// );
+    /// ```
+    pub fn report(&self) -> impl fmt::Display + '_ {
+        Report(self)
+    }
+
     /// An [`Error::InvalidConfig`] with the given explanation.
     pub fn invalid_config(reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
@@ -129,5 +145,19 @@ impl Error {
 impl From<ValidationError> for Error {
     fn from(value: ValidationError) -> Self {
         Error::InvalidMessage(value)
+    }
+}
+
+struct Report<'a>(&'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
     }
 }

@@ -79,7 +79,20 @@ impl SqliteStore {
                     to_millis(now),
                     to_millis(available_at),
                 ])
-                .map_err(|e| store_error("enqueue", e))?;
+                .map_err(|e| match e.sqlite_error() {
+                    // The table's only UNIQUE constraint besides the row id.
+                    Some(err) if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                        outbox_core::Error::store(
+                            "enqueue",
+                            false,
+                            format!(
+                                "message id {} is already in the outbox; nothing of this batch was enqueued",
+                                message.message_id()
+                            ),
+                        )
+                    }
+                    _ => store_error("enqueue", e),
+                })?;
             ids.push(message.message_id());
         }
         Ok(ids)

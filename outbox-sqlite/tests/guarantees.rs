@@ -83,6 +83,7 @@ async fn bad_input_is_refused_without_aborting_the_transaction() {
         .enqueue_batch(&tx, &[NewMessage::new("t", b"2".to_vec()), dup.clone()])
         .expect_err("duplicate id");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert!(err.report().to_string().contains("is already in the outbox"), "{}", err.report());
     store.enqueue(&tx, &good).expect("valid message");
     tx.commit().expect("commit after refused enqueues");
 

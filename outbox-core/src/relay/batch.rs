@@ -201,7 +201,7 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
                 warn!("lease lost while publishing; another relay may publish these messages too");
                 self.lease_lost = true;
             }
-            Err(err) => warn!(error = %err, "could not renew the lease; will try again"),
+            Err(err) => warn!(error = %err.report(), "could not renew the lease; will try again"),
         }
     }
 
@@ -264,14 +264,14 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
                     let retry = err.is_transient()
                         && time_left > chrono::Duration::from_std(delay).unwrap_or_default();
                     if !retry {
-                        error!(error = %err, "could not settle the batch; its messages will be published again after the lease expires");
+                        error!(error = %err.report(), "could not settle the batch; its messages will be published again after the lease expires");
                         self.stats = BatchStats {
                             lost: self.settlements.len() as u64,
                             ..BatchStats::default()
                         };
                         return;
                     }
-                    warn!(error = %err, "settle failed; retrying");
+                    warn!(error = %err.report(), "settle failed; retrying");
                     sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }

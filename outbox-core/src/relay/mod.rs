@@ -198,7 +198,7 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                     }
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS).increment(1);
-                        warn!(error = %err, retry_in = ?idle, "claim failed");
+                        warn!(error = %err.report(), retry_in = ?idle, "claim failed");
                         idle = (idle * 2).min(config.poll_interval_max);
                     }
                 }
@@ -260,7 +260,7 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                     .unwrap_or(Duration::ZERO);
                 metrics::gauge!(m::OLDEST_PENDING_SECONDS).set(age.as_secs_f64());
             }
-            Err(err) => warn!(error = %err, "could not read the backlog"),
+            Err(err) => warn!(error = %err.report(), "could not read the backlog"),
         }
     }
 }
