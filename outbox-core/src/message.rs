@@ -95,6 +95,26 @@ pub enum ValidationError {
         /// The header name as given.
         name: String,
     },
+    /// The key is longer than the configured limit.
+    #[error(
+        "the key is {size} bytes, over the limit of {limit} bytes; use a shorter key (an id, not a document)"
+    )]
+    KeyTooLong {
+        /// The key's size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The headers together are larger than the configured limit.
+    #[error(
+        "the headers total {size} bytes, over the limit of {limit} bytes; move data to the payload"
+    )]
+    HeadersTooLarge {
+        /// Total bytes of names and values.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A header value holds a line break or NUL, which brokers cannot carry.
     #[error("the value of header {name:?} holds a line break or NUL character")]
     InvalidHeaderValue {
@@ -111,6 +131,10 @@ pub struct MessageLimits {
     pub max_payload_bytes: usize,
     /// Longest topic accepted, in bytes (default 255).
     pub max_topic_bytes: usize,
+    /// Longest key accepted, in bytes (default 1 KiB).
+    pub max_key_bytes: usize,
+    /// Largest total of header names and values, in bytes (default 64 KiB).
+    pub max_headers_bytes: usize,
 }
 
 impl Default for MessageLimits {
@@ -118,6 +142,8 @@ impl Default for MessageLimits {
         MessageLimits {
             max_payload_bytes: 1024 * 1024,
             max_topic_bytes: 255,
+            max_key_bytes: 1024,
+            max_headers_bytes: 64 * 1024,
         }
     }
 }
@@ -245,6 +271,21 @@ impl NewMessage {
             return Err(ValidationError::PayloadTooLarge {
                 size: self.payload.len(),
                 limit: limits.max_payload_bytes,
+            });
+        }
+        if let Some(key) = &self.key {
+            if key.len() > limits.max_key_bytes {
+                return Err(ValidationError::KeyTooLong {
+                    size: key.len(),
+                    limit: limits.max_key_bytes,
+                });
+            }
+        }
+        let headers_size: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if headers_size > limits.max_headers_bytes {
+            return Err(ValidationError::HeadersTooLarge {
+                size: headers_size,
+                limit: limits.max_headers_bytes,
             });
         }
         for (name, value) in &self.headers {

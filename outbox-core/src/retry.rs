@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 /// `[0, min(max_backoff, initial_backoff * 2^(n-1))]` ("full jitter"), so that messages that
 /// failed together spread out instead of hammering a recovering broker together.
 ///
+/// The default (25 attempts, 1 s doubling to 5 min) keeps retrying a message for about an
+/// hour and a half at the most (about half of that on average, with jitter). A broker
+/// outage longer than the retry budget makes messages dead: size `max_attempts` and
+/// `max_backoff` to the longest outage you want to ride out; dead letters can be requeued.
+///
 /// ```
 /// use std::time::Duration;
 /// use outbox_core::{NoJitter, RetryPolicy};
@@ -37,7 +42,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 10,
+            max_attempts: 25,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
         }

@@ -44,9 +44,15 @@ impl SqliteStore {
         for message in messages {
             message.validate(&inner.config.limits)?;
         }
+        ensure_open(tx)?;
         tx.execute_batch("SAVEPOINT outbox_enqueue")
             .map_err(|e| store_error("enqueue", e))?;
         let inserted = self.insert_all(tx, messages);
+        if inserted.is_err() && tx.is_autocommit() {
+            // SQLite itself rolled the whole transaction back (disk full, I/O error): report
+            // that cause, and touch nothing, so no message can commit on its own.
+            return inserted;
+        }
         // All or none of the batch: undo a partial insert, keep the caller's other work.
         let end = if inserted.is_ok() {
             "RELEASE outbox_enqueue"
@@ -68,7 +74,6 @@ impl SqliteStore {
         for message in messages {
             let headers = serde_json::to_string(message.headers())
                 .map_err(|source| outbox_core::Error::Serialize { source })?;
-            let available_at = message.not_before().unwrap_or(now).max(now);
             insert
                 .execute(params![
                     message.message_id().to_string(),
@@ -77,7 +82,7 @@ impl SqliteStore {
                     message.payload(),
                     headers,
                     to_millis(now),
-                    to_millis(available_at),
+                    message.not_before().map(to_millis),
                 ])
                 .map_err(|e| match e.sqlite_error() {
                     // The table's only UNIQUE constraint besides the row id.
@@ -97,4 +102,19 @@ impl SqliteStore {
         }
         Ok(ids)
     }
+}
+
+/// Refuses to enqueue outside a transaction: after SQLite rolled a transaction back by
+/// itself, the connection is in autocommit mode, and a message written then would commit
+/// without the business data it describes.
+fn ensure_open(tx: &Transaction<'_>) -> Result<()> {
+    if tx.is_autocommit() {
+        return Err(outbox_core::Error::store(
+            "enqueue",
+            false,
+            "the transaction is no longer open (SQLite rolled it back after an earlier error); \
+             nothing was enqueued: roll back and redo the whole unit of work",
+        ));
+    }
+    Ok(())
 }

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod claim;
 mod config;
 mod enqueue;
 mod error;
 mod row;
 mod schema;
+mod sql;
 mod store;
 
 pub use config::SqliteConfig;

@@ -37,6 +37,34 @@ pub(crate) fn read_raw(row: &Row<'_>) -> rusqlite::Result<RawMessage> {
 }
 
 impl RawMessage {
+    /// The row id, readable even when the rest is not.
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The key as stored.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Decodes what can be decoded, for listing dead letters (which may be dead because
+    /// they were unreadable): an unreadable id becomes the nil UUID, unreadable headers none.
+    pub(crate) fn decode_lenient(self) -> Message {
+        Message {
+            id: self.id,
+            message_id: self
+                .message_id
+                .parse()
+                .unwrap_or_else(|_| MessageId::from_uuid(uuid::Uuid::nil())),
+            topic: self.topic,
+            key: self.key,
+            payload: self.payload,
+            headers: serde_json::from_str(&self.headers).unwrap_or_default(),
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            created_at: from_millis(self.created_at),
+        }
+    }
+
     pub(crate) fn decode(self, operation: &'static str) -> outbox_core::Result<Message> {
         let id = self.id;
         let bad = |what: String| corrupt_row(operation, id, what);

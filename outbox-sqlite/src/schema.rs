@@ -7,10 +7,12 @@ use crate::error::store_error;
 /// The SQL of each schema version, in order; `{t}` is the configured table name (validated).
 const MIGRATIONS: &[&str] = &[
     // 1: the messages table. Times are Unix milliseconds. status: 0 unsettled, 1 published
-    // (kept only with `keep_published`), 2 dead. `available_at` is when the message is due
-    // (not-before, retry time); along one key's unsettled rows it never decreases, so
-    // claims can walk the `due` index in (available_at, id) order and meet a key's
-    // messages in id order.
+    // (kept only with `keep_published`), 2 dead.
+    //
+    // Only the head of each key (its oldest unsettled message) and unkeyed messages have an
+    // `available_at` (not-before or retry time); the key's later messages wait with NULL
+    // and are promoted when the head is settled. So the `due` index holds one row per key
+    // and a claim never walks over messages that are blocked behind their key.
     "CREATE TABLE {t} (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         message_id    TEXT    NOT NULL UNIQUE,
@@ -19,7 +21,8 @@ const MIGRATIONS: &[&str] = &[
         payload       BLOB    NOT NULL,
         headers       TEXT    NOT NULL,
         created_at    INTEGER NOT NULL,
-        available_at  INTEGER NOT NULL,
+        not_before    INTEGER,
+        available_at  INTEGER,
         attempts      INTEGER NOT NULL DEFAULT 0,
         status        INTEGER NOT NULL DEFAULT 0,
         lease_token   TEXT,
@@ -27,9 +30,8 @@ const MIGRATIONS: &[&str] = &[
         last_error    TEXT,
         settled_at    INTEGER
     );
-    CREATE INDEX {t}_due ON {t} (available_at, id) WHERE status = 0;
+    CREATE INDEX {t}_due ON {t} (available_at, id) WHERE status = 0 AND available_at IS NOT NULL;
     CREATE INDEX {t}_key_order ON {t} (msg_key, id) WHERE status = 0 AND msg_key IS NOT NULL;
-    CREATE INDEX {t}_key_leased ON {t} (msg_key, id) WHERE status = 0 AND lease_token IS NOT NULL;
     CREATE INDEX {t}_dead ON {t} (id) WHERE status = 2;
     CREATE INDEX {t}_published ON {t} (settled_at) WHERE status = 1;",
 ];

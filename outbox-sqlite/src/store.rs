@@ -10,112 +10,12 @@ use outbox_core::{
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use crate::claim::claim_in;
 use crate::config::SqliteConfig;
 use crate::error::{store_error, task_error};
-use crate::row::{MESSAGE_COLUMNS, from_millis, read_raw, to_millis};
+use crate::row::{from_millis, read_raw, to_millis};
 use crate::schema::migrate;
-
-/// SQL text built once from the validated table name.
-#[derive(Debug)]
-pub(crate) struct Sql {
-    pub(crate) insert: String,
-    claim: String,
-    publish_delete: String,
-    publish_keep: String,
-    retry: String,
-    push_followers: String,
-    dead: String,
-    release: String,
-    renew: String,
-    backlog: String,
-    dead_letters: String,
-    requeue: String,
-    purge: String,
-}
-
-impl Sql {
-    fn new(t: &str) -> Self {
-        let held = "id = :id AND lease_token = :token AND status = 0";
-        Sql {
-            // Never due before the key's last unsettled message (keeps available_at
-            // non-decreasing along the key).
-            insert: format!(
-                "INSERT INTO {t} (message_id, topic, msg_key, payload, headers, created_at, available_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, max(?7, coalesce(
-                   (SELECT available_at FROM {t} WHERE status = 0 AND msg_key = ?3 ORDER BY id DESC LIMIT 1),
-                   ?7)))"
-            ),
-            // Candidates: the first `window` due, unleased rows in (available_at, id) order,
-            // so the claim's cost does not grow with the backlog. Because available_at
-            // never decreases along a key, a key's earlier rows come first in this order
-            // and none of them is still waiting; a keyed candidate is then taken unless an
-            // earlier row of its key is leased (looked up in the small leased index), and
-            // the LIMIT keeps each key's run a prefix.
-            claim: format!(
-                "UPDATE {t} SET lease_token = :token, lease_until = :until
-                 WHERE id IN (
-                   SELECT m.id FROM (
-                     SELECT id, msg_key, available_at FROM {t}
-                     WHERE status = 0 AND available_at <= :now AND coalesce(lease_until, 0) <= :now
-                     ORDER BY available_at, id LIMIT :window) m
-                   WHERE m.msg_key IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM {t} e
-                     WHERE e.status = 0 AND e.lease_token IS NOT NULL AND e.msg_key = m.msg_key
-                       AND e.id < m.id AND e.lease_until > :now)
-                   ORDER BY m.available_at, m.id LIMIT :limit)
-                 RETURNING {MESSAGE_COLUMNS}"
-            ),
-            publish_delete: format!("DELETE FROM {t} WHERE {held}"),
-            publish_keep: format!(
-                "UPDATE {t} SET status = 1, settled_at = :now, lease_token = NULL, lease_until = NULL
-                 WHERE {held}"
-            ),
-            retry: format!(
-                "UPDATE {t} SET attempts = attempts + 1, available_at = :at, last_error = :error,
-                   lease_token = NULL, lease_until = NULL
-                 WHERE {held}"
-            ),
-            dead: format!(
-                "UPDATE {t} SET status = 2, attempts = attempts + 1, last_error = :error,
-                   settled_at = :now, lease_token = NULL, lease_until = NULL
-                 WHERE {held}"
-            ),
-            // A retried message's later messages of its key become due no earlier than it.
-            push_followers: format!(
-                "UPDATE {t} SET available_at = max(available_at, :at)
-                 WHERE status = 0 AND id > :id
-                   AND msg_key = (SELECT msg_key FROM {t} WHERE id = :id)"
-            ),
-            release: format!(
-                "UPDATE {t} SET lease_token = NULL, lease_until = NULL WHERE {held}"
-            ),
-            renew: format!(
-                "UPDATE {t} SET lease_until = :until WHERE lease_token = :token AND status = 0"
-            ),
-            backlog: format!(
-                "SELECT
-                   count(*) FILTER (WHERE status = 0),
-                   count(*) FILTER (WHERE status = 0 AND lease_until > :now),
-                   count(*) FILTER (WHERE status = 2),
-                   min(created_at) FILTER (WHERE status = 0)
-                 FROM {t}"
-            ),
-            dead_letters: format!(
-                "SELECT {MESSAGE_COLUMNS}, coalesce(last_error, '') FROM {t}
-                 WHERE status = 2 ORDER BY id LIMIT :limit"
-            ),
-            // Due now, but not before the earlier unsettled messages of its key.
-            requeue: format!(
-                "UPDATE {t} SET status = 0, attempts = 0, last_error = NULL, settled_at = NULL,
-                   available_at = max(:now, coalesce((SELECT max(e.available_at) FROM {t} e
-                     WHERE e.status = 0 AND e.msg_key = {t}.msg_key AND e.id < {t}.id), :now))
-                 WHERE id = :id AND status = 2
-                 RETURNING available_at"
-            ),
-            purge: format!("DELETE FROM {t} WHERE status = 1 AND settled_at <= :before"),
-        }
-    }
-}
+use crate::sql::Sql;
 
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -211,10 +111,28 @@ impl SqliteStore {
     }
 }
 
-/// Keeps `available_at` non-decreasing along a key after message `id` became due at `at`.
-fn push_followers(conn: &Connection, inner: &Inner, id: i64, at: i64) -> Result<()> {
-    conn.prepare_cached(&inner.sql.push_followers)
-        .and_then(|mut stmt| stmt.execute(rusqlite::named_params! {":id": id, ":at": at}))
+/// The key of message `id`, if it has one (and exists).
+fn key_of(conn: &Connection, inner: &Inner, id: i64) -> Result<Option<String>> {
+    conn.prepare_cached(&inner.sql.key_of)
+        .and_then(|mut stmt| {
+            stmt.query_row(rusqlite::named_params! {":id": id}, |row| row.get(0))
+                .optional()
+        })
+        .map(Option::flatten)
+        .map_err(|e| store_error("settle", e))
+}
+
+/// Makes the oldest waiting message of `key` its head, if the key has no head.
+pub(crate) fn promote(
+    conn: &Connection,
+    inner: &Inner,
+    key: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    conn.prepare_cached(&inner.sql.promote)
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::named_params! {":key": key, ":now": to_millis(now)})
+        })
         .map_err(|e| store_error("settle", e))?;
     Ok(())
 }
@@ -230,42 +148,19 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, options: &ClaimOptions) -> Result<Claim> {
-        let limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
-        let lease_duration = options.lease_duration;
+        let options = options.clone();
         self.with_conn("claim", move |conn, inner| {
-            let now = inner.config.clock.now();
-            let lease = Lease {
-                token: LeaseToken::new(),
-                expires_at: add_duration(now, lease_duration),
-            };
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| store_error("claim", e))?;
-            let raws = {
-                let mut stmt = tx
-                    .prepare_cached(&inner.sql.claim)
-                    .map_err(|e| store_error("claim", e))?;
-                let rows = stmt
-                    .query_map(
-                        rusqlite::named_params! {
-                            ":token": lease.token.to_string(),
-                            ":until": to_millis(lease.expires_at),
-                            ":now": to_millis(now),
-                            ":limit": limit,
-                            ":window": limit.saturating_mul(2).max(200),
-                        },
-                        read_raw,
-                    )
-                    .map_err(|e| store_error("claim", e))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| store_error("claim", e))?
+            // After BEGIN IMMEDIATE: waiting for the write lock must not shorten the lease.
+            let now = inner.config.clock.now();
+            let lease = Lease {
+                token: LeaseToken::new(),
+                expires_at: add_duration(now, options.lease_duration),
             };
+            let messages = claim_in(&tx, inner, &options, now, &lease)?;
             tx.commit().map_err(|e| store_error("claim", e))?;
-            let mut messages = raws
-                .into_iter()
-                .map(|raw| raw.decode("claim"))
-                .collect::<Result<Vec<_>>>()?;
-            messages.sort_by_key(|m| m.id);
             Ok(Claim { lease, messages })
         })
         .await
@@ -280,8 +175,13 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| store_error("settle", e))?;
             let mut report = SettleReport::default();
-            let mut retried = Vec::new();
+            let mut keys = std::collections::BTreeSet::new();
             for settlement in &settlements {
+                if matches!(settlement.action, SettleAction::Published | SettleAction::Dead { .. } | SettleAction::Release) {
+                    if let Some(key) = key_of(&tx, inner, settlement.id)? {
+                        keys.insert(key);
+                    }
+                }
                 let id = settlement.id;
                 let changed = match &settlement.action {
                     SettleAction::Published => {
@@ -299,7 +199,6 @@ impl Store for SqliteStore {
                     }
                     SettleAction::Retry { delay, error } => {
                         let at = to_millis(now).saturating_add(millis(*delay));
-                        retried.push((id, at));
                         tx.prepare_cached(&inner.sql.retry).and_then(|mut stmt| {
                             stmt.execute(rusqlite::named_params! {
                                 ":id": id, ":token": token, ":error": error, ":at": at,
@@ -324,12 +223,11 @@ impl Store for SqliteStore {
                     report.applied += 1;
                 } else {
                     report.lost += 1;
-                    retried.retain(|(retried_id, _)| *retried_id != id);
                 }
             }
-            // After all rows, so that a run released in this settlement is pushed too.
-            for (id, at) in retried {
-                push_followers(&tx, inner, id, at)?;
+            // After all rows: a key whose head left gets its next message as head.
+            for key in keys {
+                promote(&tx, inner, &key, now)?;
             }
             tx.commit().map_err(|e| store_error("settle", e))?;
             Ok(report)
@@ -393,7 +291,7 @@ impl Store for SqliteStore {
             for row in rows {
                 let (raw, reason) = row.map_err(|e| store_error("dead_letters", e))?;
                 dead.push(DeadLetter {
-                    message: raw.decode("dead_letters")?,
+                    message: raw.decode_lenient(),
                     reason,
                 });
             }
@@ -415,15 +313,22 @@ impl Store for SqliteStore {
                     .prepare_cached(&inner.sql.requeue)
                     .map_err(|e| store_error("requeue_dead", e))?;
                 for id in ids {
-                    let due: Option<i64> = stmt
+                    let requeued_key: Option<Option<String>> = stmt
                         .query_row(rusqlite::named_params! {":id": id, ":now": now}, |row| {
                             row.get(0)
                         })
                         .optional()
                         .map_err(|e| store_error("requeue_dead", e))?;
-                    if let Some(at) = due {
-                        push_followers(&tx, inner, id, at)?;
-                        requeued += 1;
+                    let Some(key) = requeued_key else { continue };
+                    requeued += 1;
+                    if let Some(key) = key {
+                        tx.prepare_cached(&inner.sql.demote_later_heads)
+                            .and_then(|mut demote| {
+                                demote.execute(rusqlite::named_params! {
+                                    ":key": key, ":id": id, ":now": now,
+                                })
+                            })
+                            .map_err(|e| store_error("requeue_dead", e))?;
                     }
                 }
             }

@@ -83,7 +83,13 @@ async fn bad_input_is_refused_without_aborting_the_transaction() {
         .enqueue_batch(&tx, &[NewMessage::new("t", b"2".to_vec()), dup.clone()])
         .expect_err("duplicate id");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    assert!(err.report().to_string().contains("is already in the outbox"), "{}", err.report());
+    assert!(
+        err.report()
+            .to_string()
+            .contains("is already in the outbox"),
+        "{}",
+        err.report()
+    );
     store.enqueue(&tx, &good).expect("valid message");
     tx.commit().expect("commit after refused enqueues");
 
@@ -220,4 +226,82 @@ async fn lost_acks_and_failures_cause_duplicates_not_losses() {
     println!("{report}");
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.duplicate_count(), 20, "one duplicate per lost ack");
+}
+
+/// Guarantee 1 when SQLite rolls the caller's transaction back by itself (here: the
+/// database is full): the enqueue reports the real cause, and a retry on the same
+/// transaction is refused instead of committing a message on its own.
+#[tokio::test]
+async fn enqueue_after_sqlite_rolled_back_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, SqliteConfig::default()).await;
+    let mut conn = rusqlite::Connection::open(store.path()).expect("connection");
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, note BLOB)")
+        .expect("orders");
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .expect("page count");
+    conn.pragma_update(None, "max_page_count", pages + 2)
+        .expect("cap the file");
+    let tx = conn.transaction().expect("begin");
+    tx.execute("INSERT INTO orders (id) VALUES (1)", [])
+        .expect("order");
+    let big = NewMessage::new("t", vec![7u8; 512 * 1024]);
+    let full = store.enqueue(&tx, &big).expect_err("database full");
+    assert!(
+        full.report().to_string().contains("full"),
+        "{}",
+        full.report()
+    );
+    let retry = store
+        .enqueue(&tx, &NewMessage::new("t", b"small".to_vec()))
+        .expect_err("no transaction any more");
+    assert!(
+        retry.report().to_string().contains("no longer open"),
+        "{}",
+        retry.report()
+    );
+    assert!(tx.commit().is_err(), "SQLite already ended the transaction");
+    let check = rusqlite::Connection::open(store.path()).expect("connection");
+    let outbox: i64 = check
+        .query_row("SELECT count(*) FROM outbox_messages", [], |r| r.get(0))
+        .expect("count");
+    let orders: i64 = check
+        .query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(
+        (orders, outbox),
+        (0, 0),
+        "neither the order nor an orphan event"
+    );
+}
+
+/// A row that cannot be read back (edited by hand) is made dead with the reason; the
+/// other messages, of every key, still flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_row_is_dead_lettered_and_the_rest_flows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, SqliteConfig::default()).await;
+    let mut conn = rusqlite::Connection::open(store.path()).expect("connection");
+    let tx = conn.transaction().expect("begin");
+    let messages: Vec<NewMessage> = (0..50)
+        .map(|n| NewMessage::new("t", format!("{n}").into_bytes()).with_key(format!("k{}", n % 5)))
+        .collect();
+    store.enqueue_batch(&tx, &messages).expect("enqueue");
+    tx.commit().expect("commit");
+    conn.execute(
+        "UPDATE outbox_messages SET headers = '{' WHERE message_id = ?1",
+        [messages[0].message_id().to_string()],
+    )
+    .expect("corrupt one row");
+
+    let (publisher, script) = ScriptedPublisher::new();
+    let relay = Relay::new(store.clone(), publisher, RelayConfig::default()).expect("config");
+    relay.drain().await.expect("drain");
+    assert_eq!(script.received().len(), 49, "all other messages published");
+    let dead = store.dead_letters(10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("unreadable"), "{}", dead[0].reason);
+    let backlog = store.backlog().await.expect("backlog");
+    assert_eq!((backlog.pending, backlog.dead), (0, 1));
 }

@@ -35,6 +35,7 @@ macro_rules! store_conformance {
             claim_returns_key_runs_in_order,
             head_of_key_blocks_its_key,
             other_keys_flow_while_one_retries,
+            busy_key_does_not_hold_back_other_keys,
             small_claims_keep_key_order_after_retry_and_requeue,
             backoff_schedule_is_honoured,
             dead_letters_are_listed_and_requeued,

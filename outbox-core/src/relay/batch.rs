@@ -1,10 +1,12 @@
 //! Publishing one claimed batch: per-key lanes sent in waves, lease renewal, settlement.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, error, warn};
@@ -35,6 +37,13 @@ pub(crate) struct BatchContext {
     pub(crate) jitter: Arc<dyn Jitter>,
     /// Fires at the shutdown deadline: stop waiting for the broker, release the rest.
     pub(crate) hard_stop: CancellationToken,
+}
+
+/// `now + after`, or far in the future when that overflows (e.g. `Duration::MAX`).
+pub(crate) fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// One lane per key (its run of messages, in id order) and one per unkeyed message.
@@ -84,7 +93,7 @@ pub(crate) async fn process_batch<S: Store, P: Publisher>(
             ctx: &ctx,
             lease: claim.lease,
             lease_lost: false,
-            renew_at: Instant::now() + ctx.lease_duration / 3,
+            renew_at: later(ctx.lease_duration / 3),
             settlements: Vec::with_capacity(claim.messages.len()),
             stats: BatchStats::default(),
         };
@@ -136,7 +145,9 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
             if wave.is_empty() {
                 return;
             }
-            let outcomes = if self.ctx.hard_stop.is_cancelled() {
+            // At the shutdown deadline, or once another relay took the lease over (it
+            // publishes these messages now), stop and hand back what is left.
+            let outcomes = if self.ctx.hard_stop.is_cancelled() || self.lease_lost {
                 None
             } else {
                 self.publish_wave(&wave).await
@@ -178,10 +189,16 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
     /// Publishes one wave while keeping the lease alive; `None` at the shutdown deadline.
     async fn publish_wave(&mut self, wave: &[Message]) -> Option<Vec<crate::PublishOutcome>> {
         let started = std::time::Instant::now();
-        let mut publish = pin!(self.publisher.publish(wave));
+        // A panicking publisher must not kill the batch: its messages count as failed.
+        let mut publish = pin!(AssertUnwindSafe(self.publisher.publish(wave)).catch_unwind());
         let outcomes = loop {
             tokio::select! {
-                outcomes = &mut publish => break Some(outcomes),
+                outcomes = &mut publish => break Some(outcomes.unwrap_or_else(|_| {
+                    error!("the publisher panicked; counting the wave as a failed attempt");
+                    wave.iter()
+                        .map(|_| PublishOutcome::Failed(crate::PublishError::transient("the publisher panicked")))
+                        .collect()
+                })),
                 () = sleep_until(self.renew_at) => self.renew().await,
                 () = self.ctx.hard_stop.cancelled() => break None,
             }
@@ -191,7 +208,7 @@ impl<S: Store, P: Publisher> Batch<'_, S, P> {
     }
 
     async fn renew(&mut self) {
-        self.renew_at = Instant::now() + self.ctx.lease_duration / 3;
+        self.renew_at = later(self.ctx.lease_duration / 3);
         if self.lease_lost {
             return;
         }

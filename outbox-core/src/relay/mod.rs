@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 pub use config::RelayConfig;
 
-use self::batch::{BatchContext, BatchStats, process_batch};
+use self::batch::{BatchContext, BatchStats, later, process_batch};
 use crate::clock::{FullJitter, Jitter};
 use crate::error::Result;
 use crate::metrics as m;
@@ -131,6 +131,9 @@ impl<S: Store, P: Publisher> Relay<S, P> {
 
     /// Runs until no message is due and nothing is in flight, then returns. Messages that
     /// wait for a retry or a not-before time later than now are left for a later run.
+    ///
+    /// Transient store errors are retried; a permanent one (a missing table, say) ends the
+    /// drain with that error.
     pub async fn drain(&self) -> Result<RelayStats> {
         self.run_loop(CancellationToken::new(), Mode::UntilIdle)
             .instrument(info_span!("outbox.relay.drain"))
@@ -163,15 +166,20 @@ impl<S: Store, P: Publisher> Relay<S, P> {
             }
             if mode == Mode::UntilCancelled && Instant::now() >= next_backlog {
                 self.record_backlog().await;
-                next_backlog = Instant::now() + config.backlog_interval;
+                next_backlog = later(config.backlog_interval);
             }
             if batches.len() < config.max_in_flight_batches {
                 let started = std::time::Instant::now();
-                let claimed = self
+                let claim = self
                     .store
                     .claim(&options)
-                    .instrument(tracing::debug_span!("outbox.claim"))
-                    .await;
+                    .instrument(tracing::debug_span!("outbox.claim"));
+                // A claim stuck on a locked database must not delay shutdown; a claim cut
+                // short may leave leases behind, which simply expire.
+                let claimed = tokio::select! {
+                    claimed = claim => claimed,
+                    () = shutdown.cancelled() => break,
+                };
                 metrics::histogram!(m::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
                 match claimed {
                     Ok(claim) if claim.messages.is_empty() => {
@@ -198,6 +206,10 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                     }
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS).increment(1);
+                        if mode == Mode::UntilIdle && !err.is_transient() {
+                            self.finish_in_flight(batches, &ctx, &mut stats).await;
+                            return Err(err);
+                        }
                         warn!(error = %err.report(), retry_in = ?idle, "claim failed");
                         idle = (idle * 2).min(config.poll_interval_max);
                     }
@@ -230,7 +242,10 @@ impl<S: Store, P: Publisher> Relay<S, P> {
         ctx: &BatchContext,
         stats: &mut RelayStats,
     ) {
-        let deadline = Instant::now() + self.config.shutdown_deadline;
+        let deadline = later(self.config.shutdown_deadline);
+        let give_up = deadline
+            .checked_add(self.config.shutdown_deadline)
+            .unwrap_or(deadline);
         let mut hard_stopped = false;
         while !batches.is_empty() {
             tokio::select! {
@@ -240,7 +255,7 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                     ctx.hard_stop.cancel();
                     hard_stopped = true;
                 }
-                () = tokio::time::sleep_until(deadline + self.config.shutdown_deadline), if hard_stopped => {
+                () = tokio::time::sleep_until(give_up), if hard_stopped => {
                     error!(in_flight = batches.len(), "batches did not settle in time; their leases will expire");
                     batches.abort_all();
                     hard_stopped = false;

@@ -82,11 +82,22 @@ pub async fn ack_means_the_broker_has_it<H: PublisherHarness>(h: &H) {
     assert_all_acked(&outcomes);
     let got = h.received(batch.len()).await;
     let got_ids: HashSet<MessageId> = got.iter().map(|r| r.message_id).collect();
-    let missing = batch.iter().filter(|m| !got_ids.contains(&m.message_id)).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged messages are not at the broker", batch.len());
+    let missing = batch
+        .iter()
+        .filter(|m| !got_ids.contains(&m.message_id))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged messages are not at the broker",
+        batch.len()
+    );
     let sent_ids: HashSet<MessageId> = batch.iter().map(|m| m.message_id).collect();
     let strangers = got_ids.difference(&sent_ids).count();
-    assert_eq!(strangers, 0, "the broker holds {strangers} messages that were not sent");
+    assert_eq!(
+        strangers, 0,
+        "the broker holds {strangers} messages that were not sent"
+    );
     assert_eq!(got.len(), batch.len(), "no message arrived twice");
 }
 
@@ -111,7 +122,15 @@ pub async fn sequential_publishes_keep_key_order<H: PublisherHarness>(h: &H) {
         assert_all_acked(&h.publisher().publish(std::slice::from_ref(m)).await);
     }
     let got = h.received(sent.len()).await;
-    assert_eq!(got.len(), sent.len(), "every acknowledged message is at the broker, once");
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "every acknowledged message is at the broker, once"
+    );
     let order: Vec<MessageId> = got.iter().map(|r| r.message_id).collect();
-    assert_eq!(order, sent.iter().map(|m| m.message_id).collect::<Vec<_>>(), "key order");
+    assert_eq!(
+        order,
+        sent.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        "key order"
+    );
 }
