@@ -1,7 +1,7 @@
 //! Migrations, tracked in the outbox's own table (never the application's
 //! `_sqlx_migrations`), safe when several processes migrate at once.
 
-use sqlx::PgPool;
+use sqlx::{Executor, PgPool};
 
 use crate::error::store_error;
 
@@ -37,7 +37,11 @@ const MIGRATIONS: &[&str] = &[
 
 /// Brings the schema to the latest version inside one transaction that holds an advisory
 /// lock named after the table, so concurrent migrators wait for each other.
-pub(crate) async fn migrate(pool: &PgPool, schema: &str, table: &str) -> outbox_core::Result<()> {
+pub(crate) async fn migrate(
+    pool: PgPool,
+    schema: String,
+    table: String,
+) -> outbox_core::Result<()> {
     let err = |e| store_error("migrate", e);
     let mut tx = pool.begin().await.map_err(err)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -45,38 +49,34 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, table: &str) -> outbox_
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-    sqlx::raw_sql(&format!(
+    // SQL text lives in locals, not temporaries held across an await: that keeps the
+    // future `Send` for any lifetime, so callers can spawn `migrate()`.
+    let bootstrap = format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.{table}_migrations (
              version    INTEGER PRIMARY KEY,
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
          );"
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(err)?;
-    let current: i32 = sqlx::query_scalar(&format!(
-        "SELECT coalesce(max(version), 0) FROM {schema}.{table}_migrations"
-    ))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(err)?;
+    );
+    (&mut *tx).execute(bootstrap.as_str()).await.map_err(err)?;
+    let current_sql = format!("SELECT coalesce(max(version), 0) FROM {schema}.{table}_migrations");
+    let current: i32 = sqlx::query_scalar(&current_sql)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+    let record_sql = format!("INSERT INTO {schema}.{table}_migrations (version) VALUES ($1)");
     for (index, sql) in MIGRATIONS.iter().enumerate() {
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
         if version <= current {
             continue;
         }
-        sqlx::raw_sql(&sql.replace("{s}", schema).replace("{t}", table))
+        let migration = sql.replace("{s}", &schema).replace("{t}", &table);
+        (&mut *tx).execute(migration.as_str()).await.map_err(err)?;
+        sqlx::query(&record_sql)
+            .bind(version)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::query(&format!(
-            "INSERT INTO {schema}.{table}_migrations (version) VALUES ($1)"
-        ))
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
     }
     tx.commit().await.map_err(err)
 }

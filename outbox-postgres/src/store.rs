@@ -77,9 +77,14 @@ impl PostgresStore {
 
     /// Creates or upgrades the outbox schema. Tracked in `<table>_migrations` (never in
     /// the application's `_sqlx_migrations`); safe when several processes run it at once.
-    pub async fn migrate(&self) -> Result<()> {
+    pub fn migrate(&self) -> futures::future::BoxFuture<'static, Result<()>> {
+        // Owned arguments, so the future can be spawned.
         let config = &self.inner.config;
-        migrate(&self.inner.pool, &config.schema, &config.table).await
+        Box::pin(migrate(
+            self.inner.pool.clone(),
+            config.schema.clone(),
+            config.table.clone(),
+        ))
     }
 
     /// The pool.
