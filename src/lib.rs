@@ -21,7 +21,7 @@
 //! | --- | --- | --- |
 //! | SQLite store | `outbox-sqlite` | SQLite 3.46 (bundled) |
 //! | PostgreSQL store | `outbox-postgres` | PostgreSQL 15 (needs 13+) |
-//! | NATS JetStream publisher | `outbox-nats` | NATS server with JetStream |
+//! | NATS JetStream publisher | `outbox-nats` | nats-server 2.9 with JetStream |
 //! | in-memory store and publisher | `outbox-testkit` | — |
 //! | JSON lines to any `io::Write` | `outbox-testkit` | — |
 
