@@ -246,3 +246,66 @@ async fn passwords_stay_out_of_debug_and_errors() {
         "a refused connection may work later: {err:?}"
     );
 }
+
+/// With `keep_published`, published rows stay (marked) until purged by age; purge leaves
+/// younger rows, unsettled and dead ones alone.
+#[tokio::test]
+async fn kept_published_rows_are_purged_by_age() {
+    let Some(store) = common::fresh_store(|c| c.keep_published = true).await else {
+        return;
+    };
+    store
+        .enqueue_batch(
+            store.pool(),
+            &[
+                NewMessage::new("t", b"a".to_vec()),
+                NewMessage::new("t", b"b".to_vec()),
+            ],
+        )
+        .await
+        .expect("enqueue");
+    let claim = store
+        .claim(&outbox_core::ClaimOptions::new(1, Duration::from_secs(30)))
+        .await
+        .expect("claim");
+    let published = outbox_core::Settlement {
+        id: claim.messages[0].id,
+        action: outbox_core::SettleAction::Published,
+    };
+    store
+        .settle(&claim.lease, &[published])
+        .await
+        .expect("settle");
+    let table = format!("{}.outbox_messages", store.config().schema);
+    let count = |sql: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(
+        count(format!("SELECT count(*) FROM {table} WHERE status = 1")).await,
+        1,
+        "kept"
+    );
+    assert_eq!(
+        store
+            .purge_published(Duration::from_secs(3600))
+            .await
+            .expect("purge"),
+        0,
+        "too young"
+    );
+    assert_eq!(
+        store.purge_published(Duration::ZERO).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        count(format!("SELECT count(*) FROM {table}")).await,
+        1,
+        "the unsettled one stays"
+    );
+}
