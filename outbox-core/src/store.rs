@@ -162,6 +162,11 @@ pub struct StoreCapabilities {
     pub concurrent_writers: bool,
     /// The store can wake relays when a message is enqueued (e.g. PostgreSQL NOTIFY).
     pub notify_on_enqueue: bool,
+    /// A claim finds due messages of other keys however many messages of a busy key (one
+    /// whose head is leased) are queued before them. Stores without it read a bounded
+    /// window of due messages, so a busy key with more queued messages than the window can
+    /// delay later messages of other keys until its lease ends.
+    pub skips_busy_keys: bool,
 }
 
 /// The relay side of an outbox table.

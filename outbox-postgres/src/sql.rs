@@ -5,7 +5,6 @@
 pub(crate) struct Sql {
     pub(crate) insert: String,
     pub(crate) insert_and_notify: String,
-    pub(crate) claim_lock: String,
     pub(crate) claim: String,
     pub(crate) publish_delete: String,
     pub(crate) publish_keep: String,
@@ -56,14 +55,14 @@ impl Sql {
                 "WITH inserted AS ({insert}) SELECT (SELECT count(*) FROM inserted), pg_notify($7, '')"
             ),
             insert: format!("WITH inserted AS ({insert}) SELECT count(*) FROM inserted"),
-            // Claims are serialised per table by a transaction-level advisory lock, so a
-            // claim always sees the leases of the claims before it and a key's run is never
-            // split between two concurrent claimers.
-            claim_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))".to_owned(),
-            // Candidates: the first `window` due, unleased rows in (available_at, id) order,
-            // so the claim's cost does not grow with the backlog. A keyed candidate is
-            // taken unless an earlier row of its key is under an unexpired lease (looked up
-            // in the small leased index); the LIMIT keeps each key's run a prefix.
+            // Candidates: the first `$3` due, unleased rows in (available_at, id) order,
+            // locked with SKIP LOCKED, so the claim's cost does not grow with the backlog and
+            // concurrent claimers take disjoint rows. A keyed candidate is taken only as part
+            // of a run from its key's head: the key's first candidate must be the key's
+            // oldest unsettled message (so nothing earlier is leased, locked by another
+            // claimer or waiting), and each next one must follow the previous with no
+            // unsettled message of the key between them. Both checks are index probes.
+            // Because available_at never decreases along a key, the LIMIT keeps runs prefixes.
             claim: format!(
                 "WITH candidates AS (
                    SELECT id, msg_key, available_at FROM {t}
@@ -72,13 +71,25 @@ impl Sql {
                    ORDER BY available_at, id
                    LIMIT $3
                    FOR UPDATE SKIP LOCKED
+                 ), ordered AS (
+                   SELECT c.*, lag(c.id) OVER (PARTITION BY c.msg_key ORDER BY c.id) AS prev
+                   FROM candidates c
+                 ), linked AS (
+                   SELECT o.id, o.msg_key, o.available_at,
+                     CASE WHEN o.msg_key IS NULL THEN true
+                          WHEN o.prev IS NULL THEN o.id = (
+                            SELECT min(h.id) FROM {t} h WHERE h.status = 0 AND h.msg_key = o.msg_key)
+                          ELSE NOT EXISTS (
+                            SELECT 1 FROM {t} g WHERE g.status = 0 AND g.msg_key = o.msg_key
+                              AND g.id > o.prev AND g.id < o.id)
+                     END AS linked
+                   FROM ordered o
                  ), picked AS (
-                   SELECT c.id FROM candidates c
-                   WHERE c.msg_key IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM {t} e
-                     WHERE e.status = 0 AND e.lease_token IS NOT NULL AND e.msg_key = c.msg_key
-                       AND e.id < c.id AND e.lease_until > statement_timestamp())
-                   ORDER BY c.available_at, c.id
+                   SELECT l.id FROM (
+                     SELECT l.*, bool_and(l.linked) OVER (PARTITION BY l.msg_key ORDER BY l.id) AS run
+                     FROM linked l) l
+                   WHERE l.run
+                   ORDER BY l.available_at, l.id
                    LIMIT $4
                  )
                  UPDATE {t} SET lease_token = $1,

@@ -141,6 +141,8 @@ impl Store for PostgresStore {
         let mut capabilities = StoreCapabilities::default();
         capabilities.concurrent_writers = true;
         capabilities.notify_on_enqueue = self.inner.config.notify_on_enqueue;
+        // A bounded window: see the README's "known limit".
+        capabilities.skips_busy_keys = false;
         capabilities
     }
 
@@ -149,22 +151,14 @@ impl Store for PostgresStore {
         let limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
         let window = limit.saturating_mul(2).max(200);
         let token = LeaseToken::new();
-        let mut tx = self.inner.pool.begin().await.map_err(err)?;
-        let config = &self.inner.config;
-        sqlx::query(&self.inner.sql.claim_lock)
-            .bind(format!("outbox claim {}.{}", config.schema, config.table))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
         let rows = sqlx::query(&self.inner.sql.claim)
             .bind(token.as_uuid())
             .bind(seconds(options.lease_duration))
             .bind(window)
             .bind(limit)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.inner.pool)
             .await
             .map_err(err)?;
-        tx.commit().await.map_err(err)?;
         let mut messages = Vec::with_capacity(rows.len());
         let mut expires_at = None;
         for row in &rows {

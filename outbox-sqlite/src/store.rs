@@ -143,8 +143,11 @@ fn millis(d: Duration) -> i64 {
 
 impl Store for SqliteStore {
     fn capabilities(&self) -> StoreCapabilities {
-        // One writer at a time: ids are handed out and committed in the same order.
-        StoreCapabilities::default()
+        // One writer at a time: ids are handed out and committed in the same order. Only
+        // key heads are due, so claims never wade through a busy key's queue.
+        let mut capabilities = StoreCapabilities::default();
+        capabilities.skips_busy_keys = true;
+        capabilities
     }
 
     async fn claim(&self, options: &ClaimOptions) -> Result<Claim> {

@@ -207,6 +207,7 @@ impl Store for InMemoryStore {
     fn capabilities(&self) -> StoreCapabilities {
         let mut capabilities = StoreCapabilities::default();
         capabilities.concurrent_writers = true;
+        capabilities.skips_busy_keys = true;
         capabilities
     }
 
