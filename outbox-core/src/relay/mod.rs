@@ -170,15 +170,23 @@ impl<S: Store, P: Publisher> Relay<S, P> {
             }
             if batches.len() < config.max_in_flight_batches {
                 let started = std::time::Instant::now();
-                let claim = self
-                    .store
-                    .claim(&options)
-                    .instrument(tracing::debug_span!("outbox.claim"));
-                // A claim stuck on a locked database must not delay shutdown; a claim cut
-                // short may leave leases behind, which simply expire.
+                let mut claim = std::pin::pin!(
+                    self.store
+                        .claim(&options)
+                        .instrument(tracing::debug_span!("outbox.claim"))
+                );
                 let claimed = tokio::select! {
-                    claimed = claim => claimed,
-                    () = shutdown.cancelled() => break,
+                    claimed = &mut claim => claimed,
+                    () = shutdown.cancelled() => {
+                        // Shutdown during a claim: let it finish within the deadline and hand
+                        // its messages straight back, so they are due at once, not only when
+                        // the lease runs out. A claim stuck longer (a locked database) is
+                        // dropped; its leases, if any, expire by themselves.
+                        if let Ok(Ok(late)) = tokio::time::timeout(config.shutdown_deadline, claim).await {
+                            stats.released += self.release(&late).await;
+                        }
+                        break;
+                    }
                 };
                 metrics::histogram!(m::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
                 match claimed {
@@ -260,6 +268,28 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                     batches.abort_all();
                     hard_stopped = false;
                 }
+            }
+        }
+    }
+
+    /// Hands a claim back unpublished; returns how many messages were released.
+    async fn release(&self, claim: &crate::store::Claim) -> u64 {
+        if claim.messages.is_empty() {
+            return 0;
+        }
+        let releases: Vec<crate::store::Settlement> = claim
+            .messages
+            .iter()
+            .map(|m| crate::store::Settlement {
+                id: m.id,
+                action: crate::store::SettleAction::Release,
+            })
+            .collect();
+        match self.store.settle(&claim.lease, &releases).await {
+            Ok(report) => report.applied as u64,
+            Err(err) => {
+                warn!(error = %err.report(), "could not release a claim at shutdown; its lease will expire");
+                0
             }
         }
     }
