@@ -176,7 +176,8 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                         .instrument(tracing::debug_span!("outbox.claim"))
                 );
                 let claimed = tokio::select! {
-                    claimed = &mut claim => claimed,
+                    // Once cancelled, a finished claim is released, not published.
+                    biased;
                     () = shutdown.cancelled() => {
                         // Shutdown during a claim: let it finish within the deadline and hand
                         // its messages straight back, so they are due at once, not only when
@@ -187,6 +188,7 @@ impl<S: Store, P: Publisher> Relay<S, P> {
                         }
                         break;
                     }
+                    claimed = &mut claim => claimed,
                 };
                 metrics::histogram!(m::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
                 match claimed {
