@@ -39,14 +39,6 @@ pub use outbox_postgres as postgres;
 #[cfg(feature = "nats")]
 pub use outbox_nats as nats;
 
-/// The MySQL / MariaDB store (feature `mysql`).
-#[cfg(feature = "mysql")]
-pub use outbox_mysql as mysql;
-
-/// The RabbitMQ publisher (feature `rabbitmq`).
-#[cfg(feature = "rabbitmq")]
-pub use outbox_rabbitmq as rabbitmq;
-
 /// Test doubles and conformance suites (feature `testkit`).
 #[cfg(feature = "testkit")]
 pub use outbox_testkit as testkit;
