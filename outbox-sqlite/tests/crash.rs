@@ -74,6 +74,7 @@ fn relay_config() -> RelayConfig {
 
 async fn run_child(db: PathBuf) {
     let out = std::env::var(CHILD_OUT).expect("child needs an output file");
+    let ready_prefix = out.clone();
     let delay: u64 = std::env::var(CHILD_DELAY_MS)
         .ok()
         .and_then(|d| d.parse().ok())
@@ -81,9 +82,12 @@ async fn run_child(db: PathBuf) {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(out)
+        .open(&out)
         .expect("output file");
     let store = SqliteStore::open(&db).await.expect("open store");
+    // Tell the parent this relay is up (it may wait for all its relays before seeding).
+    std::fs::write(format!("{ready_prefix}.ready.{}", std::process::id()), b"")
+        .expect("ready file");
     let publisher = ChildPublisher {
         writer: WriterPublisher::new(file),
         delay: Duration::from_millis(delay),
@@ -222,10 +226,27 @@ async fn relay_killed_again_and_again_loses_nothing() {
 async fn two_relay_processes_share_one_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (db, out) = (dir.path().join("app.db"), dir.path().join("broker.jsonl"));
-    let committed = seed(&db, 1_000, 20).await;
     let store = SqliteStore::open(&db).await.expect("open store");
-
+    // Both relays are up and polling before the first message is committed, so both take
+    // part even on a slow, busy machine.
     let mut children = [spawn_child(&db, &out, 1), spawn_child(&db, &out, 1)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(dir.path())
+        .expect("list temp dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains(".ready."))
+        })
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay processes did not start in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let committed = seed(&db, 1_000, 20).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.backlog().await.expect("backlog").pending > 0 {
         assert!(
