@@ -21,8 +21,9 @@ const MIGRATIONS: &[&[&str]] = &[
     // head and are promoted when it is settled; meanwhile their `available_at` is only
     // when to look at them again (in case their head was settled before they committed),
     // at doubling intervals. So the `due` range holds about one row per key, and a claim
-    // never walks over messages blocked behind their key. Keys are found through
-    // `key_hash` (FNV-1a of the key's bytes) and compared in full.
+    // never walks over messages blocked behind their key. Keys are told apart by
+    // `key_hash` (FNV-1a of the key's bytes). A row holds a lease token only while it is
+    // unsettled, so the `lease` index covers the questions about leases.
     &[
         "CREATE TABLE IF NOT EXISTS `{t}` (
             id           BIGINT       NOT NULL AUTO_INCREMENT,
@@ -46,7 +47,7 @@ const MIGRATIONS: &[&[&str]] = &[
             UNIQUE KEY message_id (message_id),
             KEY due (status, available_at, id),
             KEY key_order (key_hash, status, id),
-            KEY lease (lease_token)
+            KEY lease (lease_token, lease_until, key_hash)
         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
         "CREATE TABLE IF NOT EXISTS `{t}_lock` (
             name VARCHAR(16) NOT NULL PRIMARY KEY

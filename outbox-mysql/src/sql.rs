@@ -129,7 +129,7 @@ impl Sql {
             backlog: format!(
                 "SELECT
                    (SELECT COUNT(*) FROM {t} WHERE status = 0),
-                   (SELECT COUNT(*) FROM {t} WHERE lease_token IS NOT NULL AND status = 0
+                   (SELECT COUNT(*) FROM {t} FORCE INDEX (lease) WHERE lease_token IS NOT NULL
                       AND lease_until > UTC_TIMESTAMP(6)),
                    (SELECT COUNT(*) FROM {t} WHERE status = 2),
                    (SELECT created_at FROM {t} FORCE INDEX (PRIMARY) WHERE status = 0
@@ -199,11 +199,11 @@ impl Sql {
     }
 
     /// Which of the given key hashes have a row under an unexpired lease: a walk over the
-    /// leased rows only.
+    /// `lease` index entries of leased rows only (only unsettled rows hold a token).
     pub(crate) fn held_keys(&self, keys: usize) -> String {
         format!(
             "SELECT DISTINCT key_hash FROM {} FORCE INDEX (lease)
-             WHERE lease_token IS NOT NULL AND status = 0 AND lease_until > UTC_TIMESTAMP(6)
+             WHERE lease_token IS NOT NULL AND lease_until > UTC_TIMESTAMP(6)
                AND key_hash IN ({})",
             self.t,
             marks(keys)
