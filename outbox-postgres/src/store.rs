@@ -46,6 +46,25 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// A message that became due at a time its key's later messages must not precede:
+/// `(id, key, available_at)`.
+type Due = (i64, Option<String>, DateTime<Utc>);
+
+/// The [`Due`] rows returned by the retry and requeue statements, for
+/// [`PostgresStore::push_followers`].
+fn due_rows(rows: &[sqlx::postgres::PgRow], operation: &'static str) -> Result<Vec<Due>> {
+    let err = |e| store_error(operation, e);
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(err)?,
+                row.try_get(1).map_err(err)?,
+                row.try_get(2).map_err(err)?,
+            ))
+        })
+        .collect()
+}
+
 /// Seconds as PostgreSQL's `make_interval` takes them.
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -110,11 +129,7 @@ impl PostgresStore {
     }
 
     /// Pushes the later messages of each key to be due no earlier than `(id, key, at)`.
-    async fn push_followers(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        due: Vec<(i64, Option<String>, DateTime<Utc>)>,
-    ) -> Result<()> {
+    async fn push_followers(&self, conn: &mut sqlx::PgConnection, due: Vec<Due>) -> Result<()> {
         let keyed: Vec<_> = due
             .into_iter()
             .filter(|(_, key, _)| key.is_some())
@@ -238,16 +253,9 @@ impl Store for PostgresStore {
                 .await
                 .map_err(err)?;
             applied += rows.len() as u64;
-            let mut due = Vec::with_capacity(rows.len());
-            for row in &rows {
-                due.push((
-                    row.try_get(0).map_err(err)?,
-                    row.try_get(1).map_err(err)?,
-                    row.try_get(2).map_err(err)?,
-                ));
-            }
             // After the releases above, so a run released in this settlement is pushed too.
-            self.push_followers(&mut tx, due).await?;
+            self.push_followers(&mut tx, due_rows(&rows, "settle")?)
+                .await?;
         }
         tx.commit().await.map_err(err)?;
         let applied = usize::try_from(applied).unwrap_or(usize::MAX);
@@ -318,15 +326,8 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?;
-        let mut due = Vec::with_capacity(rows.len());
-        for row in &rows {
-            due.push((
-                row.try_get(0).map_err(err)?,
-                row.try_get(1).map_err(err)?,
-                row.try_get(2).map_err(err)?,
-            ));
-        }
-        self.push_followers(&mut tx, due).await?;
+        self.push_followers(&mut tx, due_rows(&rows, "requeue_dead")?)
+            .await?;
         tx.commit().await.map_err(err)?;
         Ok(rows.len() as u64)
     }
