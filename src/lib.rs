@@ -12,7 +12,9 @@
 //! | --- | --- |
 //! | `sqlite` | [`sqlite`]: the SQLite store (`outbox-sqlite`, rusqlite with SQLite bundled) |
 //! | `postgres` | [`postgres`]: the PostgreSQL store (`outbox-postgres`, sqlx) |
+//! | `mysql` | [`mysql`]: the MySQL / MariaDB store (`outbox-mysql`, sqlx) |
 //! | `nats` | [`nats`]: the NATS JetStream publisher (`outbox-nats`, async-nats) |
+//! | `rabbitmq` | [`rabbitmq`]: the RabbitMQ publisher (`outbox-rabbitmq`, lapin) |
 //! | `testkit` | [`testkit`]: in-memory adapters, fault injection, history checker, conformance suites, JSON-lines publisher |
 //!
 //! # Supported databases and brokers
@@ -21,7 +23,9 @@
 //! | --- | --- | --- |
 //! | SQLite store | `outbox-sqlite` | SQLite 3.46 (bundled) |
 //! | PostgreSQL store | `outbox-postgres` | PostgreSQL 15 (needs 13+) |
+//! | MySQL / MariaDB store | `outbox-mysql` | MariaDB 10.11 (needs MySQL 8.0+ or MariaDB 10.6+) |
 //! | NATS JetStream publisher | `outbox-nats` | nats-server 2.9 with JetStream |
+//! | RabbitMQ publisher | `outbox-rabbitmq` | RabbitMQ 3.10 (AMQP 0-9-1, publisher confirms) |
 //! | in-memory store and publisher | `outbox-testkit` | — |
 //! | JSON lines to any `io::Write` | `outbox-testkit` | — |
 
@@ -35,9 +39,17 @@ pub use outbox_sqlite as sqlite;
 #[cfg(feature = "postgres")]
 pub use outbox_postgres as postgres;
 
+/// The MySQL / MariaDB store (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub use outbox_mysql as mysql;
+
 /// The NATS JetStream publisher (feature `nats`).
 #[cfg(feature = "nats")]
 pub use outbox_nats as nats;
+
+/// The RabbitMQ publisher (feature `rabbitmq`).
+#[cfg(feature = "rabbitmq")]
+pub use outbox_rabbitmq as rabbitmq;
 
 /// Test doubles and conformance suites (feature `testkit`).
 #[cfg(feature = "testkit")]

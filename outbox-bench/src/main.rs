@@ -8,13 +8,20 @@
 //! cargo run --release -p outbox-bench -- pg-producers [--clients 16] [--seconds 10]
 //! cargo run --release -p outbox-bench -- pg-latency   [--broker nats|memory] [--rate 1000] [--seconds 10]
 //! cargo run --release -p outbox-bench -- pg-seed-loop [--broker nats|memory] [--messages N]
+//! cargo run --release -p outbox-bench -- mysql-burndown [--broker nats|memory] [--messages N] [--batch 100,500] [--keys 100,10,0] [--relays 1,2]
+//! cargo run --release -p outbox-bench -- mysql-claim-cost [--backlog 10000,1000000] [--batch 500]
+//! cargo run --release -p outbox-bench -- rmq-burndown [--messages N] [--batch 100,500] [--keys 100,10,0] [--relays 1,2]
 //! ```
 //! Servers: `OUTBOX_BENCH_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test),
-//! `OUTBOX_BENCH_NATS_URL` (default nats://127.0.0.1:4222).
+//! `OUTBOX_BENCH_MYSQL_URL` (default mysql://root@127.0.0.1:3306/test),
+//! `OUTBOX_BENCH_NATS_URL` (default nats://127.0.0.1:4222), `OUTBOX_BENCH_RABBITMQ_URL`
+//! (default amqp://guest:guest@127.0.0.1:5672/%2f).
 
 mod args;
+mod mysql;
 mod postgres;
 mod publishers;
+mod rabbitmq;
 mod sqlite;
 
 #[tokio::main]
@@ -29,6 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pg-producers" => postgres::producers(args).await,
         "pg-latency" => postgres::latency(args).await,
         "pg-seed-loop" => postgres::seed_loop(args).await,
+        "mysql-burndown" => mysql::burndown(args).await,
+        "mysql-claim-cost" => mysql::claim_cost(args).await,
+        "rmq-burndown" => rabbitmq::burndown(args).await,
         other => Err(format!("unknown benchmark {other:?}; see outbox-bench/src/main.rs").into()),
     }
 }

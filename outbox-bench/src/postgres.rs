@@ -17,14 +17,14 @@ use crate::publishers::{Broker, TOPIC};
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-const SCHEMA: &str = "outbox_bench";
+pub(crate) const SCHEMA: &str = "outbox_bench";
 
 fn url() -> String {
     std::env::var("OUTBOX_BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-async fn pool(connections: u32) -> BoxResult<PgPool> {
+pub(crate) async fn pool(connections: u32) -> BoxResult<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(connections)
         .connect(&url())
@@ -32,7 +32,7 @@ async fn pool(connections: u32) -> BoxResult<PgPool> {
 }
 
 /// A fresh, migrated outbox in the bench schema, plus an `orders` table for producers.
-async fn fresh_store(pool: &PgPool, notify: bool) -> BoxResult<PostgresStore> {
+pub(crate) async fn fresh_store(pool: &PgPool, notify: bool) -> BoxResult<PostgresStore> {
     sqlx::raw_sql(&format!(
         "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
          CREATE TABLE {SCHEMA}.orders (id BIGSERIAL PRIMARY KEY, customer TEXT NOT NULL, total BIGINT NOT NULL);
@@ -50,7 +50,12 @@ async fn fresh_store(pool: &PgPool, notify: bool) -> BoxResult<PostgresStore> {
 }
 
 /// Fills the outbox with `count` messages in transactions of 1,000 (not timed).
-async fn fill(store: &PostgresStore, count: usize, payload: usize, keys: usize) -> BoxResult {
+pub(crate) async fn fill(
+    store: &PostgresStore,
+    count: usize,
+    payload: usize,
+    keys: usize,
+) -> BoxResult {
     let body = vec![b'x'; payload];
     for start in (0..count).step_by(1_000) {
         let batch: Vec<NewMessage> = (start..(start + 1_000).min(count))
@@ -61,7 +66,7 @@ async fn fill(store: &PostgresStore, count: usize, payload: usize, keys: usize) 
     Ok(())
 }
 
-fn relay_config(batch: usize) -> RelayConfig {
+pub(crate) fn relay_config(batch: usize) -> RelayConfig {
     let mut config = RelayConfig::default();
     config.batch_size = batch;
     config

@@ -273,13 +273,13 @@ impl NewMessage {
                 limit: limits.max_payload_bytes,
             });
         }
-        if let Some(key) = &self.key {
-            if key.len() > limits.max_key_bytes {
-                return Err(ValidationError::KeyTooLong {
-                    size: key.len(),
-                    limit: limits.max_key_bytes,
-                });
-            }
+        if let Some(key) = &self.key
+            && key.len() > limits.max_key_bytes
+        {
+            return Err(ValidationError::KeyTooLong {
+                size: key.len(),
+                limit: limits.max_key_bytes,
+            });
         }
         let headers_size: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
         if headers_size > limits.max_headers_bytes {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 /// How long the broker stays down. The issue asks for 30 s; 10 s keeps CI fast and is
 /// still well past every reconnect delay (capped at 5 s) and the broker's own restart.
-const OUTAGE: Duration = Duration::from_secs(10);
+const OUTAGE: Duration = Duration::from_secs(30);
 
 /// The share of one core the whole test process may use while the broker is down: a
 /// relay retrying in a busy loop would take all of it.

@@ -180,11 +180,10 @@ impl Store for SqliteStore {
             let mut report = SettleReport::default();
             let mut keys = std::collections::BTreeSet::new();
             for settlement in &settlements {
-                if matches!(settlement.action, SettleAction::Published | SettleAction::Dead { .. } | SettleAction::Release) {
-                    if let Some(key) = key_of(&tx, inner, settlement.id)? {
+                if matches!(settlement.action, SettleAction::Published | SettleAction::Dead { .. } | SettleAction::Release)
+                    && let Some(key) = key_of(&tx, inner, settlement.id)? {
                         keys.insert(key);
                     }
-                }
                 let id = settlement.id;
                 let changed = match &settlement.action {
                     SettleAction::Published => {

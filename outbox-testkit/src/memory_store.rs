@@ -313,11 +313,11 @@ impl Store for InMemoryStore {
         let mut table = self.table();
         let mut requeued = 0;
         for id in ids {
-            if let Some(row) = table.rows.get_mut(id) {
-                if let Ok(next) = transition(&row.delivery, &DeliveryEvent::Requeue, now) {
-                    row.delivery = next;
-                    requeued += 1;
-                }
+            if let Some(row) = table.rows.get_mut(id)
+                && let Ok(next) = transition(&row.delivery, &DeliveryEvent::Requeue, now)
+            {
+                row.delivery = next;
+                requeued += 1;
             }
         }
         Ok(requeued)
