@@ -9,7 +9,7 @@ use outbox_core::{
     SettleReport, Settlement, Store, StoreCapabilities, validate_identifier,
 };
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgPool, Row};
 
 use crate::config::PostgresConfig;
 use crate::error::store_error;
@@ -128,6 +128,52 @@ impl PostgresStore {
             .rows_affected())
     }
 
+    /// Runs the statements of one settle on `conn`, counting the rows they changed.
+    async fn apply_settle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        lease: &Lease,
+        groups: &SettleGroups<'_>,
+    ) -> Result<u64> {
+        let sql = &self.inner.sql;
+        let token = lease.token.as_uuid();
+        let mut applied = 0;
+        if !groups.published.is_empty() {
+            let statement = if self.inner.config.keep_published {
+                &sql.publish_keep
+            } else {
+                &sql.publish_delete
+            };
+            let query = sqlx::query(statement).bind(&groups.published).bind(token);
+            applied += Self::apply(conn, query).await?;
+        }
+        if !groups.released.is_empty() {
+            let query = sqlx::query(&sql.release).bind(&groups.released).bind(token);
+            applied += Self::apply(conn, query).await?;
+        }
+        if !groups.dead_ids.is_empty() {
+            let query = sqlx::query(&sql.dead)
+                .bind(&groups.dead_ids)
+                .bind(token)
+                .bind(&groups.dead_reasons);
+            applied += Self::apply(conn, query).await?;
+        }
+        if !groups.retry_ids.is_empty() {
+            let rows = sqlx::query(&sql.retry)
+                .bind(&groups.retry_ids)
+                .bind(token)
+                .bind(&groups.retry_delays)
+                .bind(&groups.retry_errors)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| store_error("settle", e))?;
+            applied += rows.len() as u64;
+            // After the releases above, so a run released in this settlement is pushed too.
+            self.push_followers(conn, due_rows(&rows, "settle")?).await?;
+        }
+        Ok(applied)
+    }
+
     /// Pushes the later messages of each key to be due no earlier than `(id, key, at)`.
     async fn push_followers(&self, conn: &mut sqlx::PgConnection, due: Vec<Due>) -> Result<()> {
         let keyed: Vec<_> = due
@@ -196,68 +242,17 @@ impl Store for PostgresStore {
 
     async fn settle(&self, lease: &Lease, settlements: &[Settlement]) -> Result<SettleReport> {
         let err = |e| store_error("settle", e);
-        let token = lease.token.as_uuid();
-        let mut published = Vec::new();
-        let mut released = Vec::new();
-        let (mut retry_ids, mut retry_delays, mut retry_errors) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let (mut dead_ids, mut dead_reasons) = (Vec::new(), Vec::new());
-        for settlement in settlements {
-            match &settlement.action {
-                SettleAction::Published => published.push(settlement.id),
-                SettleAction::Release => released.push(settlement.id),
-                SettleAction::Retry { delay, error } => {
-                    retry_ids.push(settlement.id);
-                    retry_delays.push(seconds(*delay));
-                    retry_errors.push(error.as_str());
-                }
-                SettleAction::Dead { reason } => {
-                    dead_ids.push(settlement.id);
-                    dead_reasons.push(reason.as_str());
-                }
-            }
-        }
-        let sql = &self.inner.sql;
-        let mut tx = self.inner.pool.begin().await.map_err(err)?;
-        let mut applied = 0;
-        if !published.is_empty() {
-            let statement = if self.inner.config.keep_published {
-                &sql.publish_keep
-            } else {
-                &sql.publish_delete
-            };
-            applied +=
-                Self::apply(&mut tx, sqlx::query(statement).bind(&published).bind(token)).await?;
-        }
-        if !released.is_empty() {
-            applied += Self::apply(
-                &mut tx,
-                sqlx::query(&sql.release).bind(&released).bind(token),
-            )
-            .await?;
-        }
-        if !dead_ids.is_empty() {
-            let query = sqlx::query(&sql.dead)
-                .bind(&dead_ids)
-                .bind(token)
-                .bind(&dead_reasons);
-            applied += Self::apply(&mut tx, query).await?;
-        }
-        if !retry_ids.is_empty() {
-            let rows = sqlx::query(&sql.retry)
-                .bind(&retry_ids)
-                .bind(token)
-                .bind(&retry_delays)
-                .bind(&retry_errors)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(err)?;
-            applied += rows.len() as u64;
-            // After the releases above, so a run released in this settlement is pushed too.
-            self.push_followers(&mut tx, due_rows(&rows, "settle")?)
-                .await?;
-        }
-        tx.commit().await.map_err(err)?;
+        let groups = SettleGroups::new(settlements);
+        let mut conn = self.inner.pool.acquire().await.map_err(err)?;
+        // One statement commits by itself; a transaction would cost two more round trips.
+        let applied = if groups.statements() <= 1 {
+            self.apply_settle(&mut conn, lease, &groups).await?
+        } else {
+            let mut tx = conn.begin().await.map_err(err)?;
+            let applied = self.apply_settle(&mut tx, lease, &groups).await?;
+            tx.commit().await.map_err(err)?;
+            applied
+        };
         let applied = usize::try_from(applied).unwrap_or(usize::MAX);
         Ok(SettleReport {
             applied,
@@ -339,5 +334,49 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| store_error("purge_published", e))?
             .rows_affected())
+    }
+}
+
+/// A settlement's messages, grouped by the statement that settles them.
+#[derive(Default)]
+struct SettleGroups<'a> {
+    published: Vec<i64>,
+    released: Vec<i64>,
+    retry_ids: Vec<i64>,
+    retry_delays: Vec<f64>,
+    retry_errors: Vec<&'a str>,
+    dead_ids: Vec<i64>,
+    dead_reasons: Vec<&'a str>,
+}
+
+impl<'a> SettleGroups<'a> {
+    fn new(settlements: &'a [Settlement]) -> Self {
+        let mut groups = Self::default();
+        for settlement in settlements {
+            match &settlement.action {
+                SettleAction::Published => groups.published.push(settlement.id),
+                SettleAction::Release => groups.released.push(settlement.id),
+                SettleAction::Retry { delay, error } => {
+                    groups.retry_ids.push(settlement.id);
+                    groups.retry_delays.push(seconds(*delay));
+                    groups.retry_errors.push(error.as_str());
+                }
+                SettleAction::Dead { reason } => {
+                    groups.dead_ids.push(settlement.id);
+                    groups.dead_reasons.push(reason.as_str());
+                }
+            }
+        }
+        groups
+    }
+
+    /// How many statements the settle runs (a retry runs two: it also pushes followers).
+    fn statements(&self) -> usize {
+        let retry = if self.retry_ids.is_empty() { 0 } else { 2 };
+        [&self.published, &self.released, &self.dead_ids]
+            .iter()
+            .filter(|ids| !ids.is_empty())
+            .count()
+            + retry
     }
 }
