@@ -30,6 +30,16 @@ pub struct PostgresConfig {
     /// [`Notifier`](outbox_core::Notifier) when producers and relay share a process, and
     /// adaptive polling otherwise; see the crate docs.
     pub notify_on_enqueue: bool,
+    /// Wait for the WAL flush when the relay's own bookkeeping commits (claims, settles,
+    /// lease renewals) (default `false`).
+    ///
+    /// By default those statements commit with `synchronous_commit = off`, which saves a
+    /// disk flush (about 2.5 ms on the development VM) per claim and per settle. It cannot
+    /// lose a message: your enqueueing transactions keep your server's setting, and a
+    /// bookkeeping commit lost in a PostgreSQL crash only means its messages are claimed and
+    /// published again (a duplicate, which at-least-once delivery allows). Set `true` if
+    /// you would rather not see those duplicates after a server crash.
+    pub durable_relay_commits: bool,
 }
 
 impl Default for PostgresConfig {
@@ -40,6 +50,7 @@ impl Default for PostgresConfig {
             limits: MessageLimits::default(),
             keep_published: false,
             notify_on_enqueue: false,
+            durable_relay_commits: false,
         }
     }
 }

@@ -44,8 +44,15 @@ impl Sql {
         )
     }
 
-    pub(crate) fn new(schema: &str, table: &str) -> Self {
+    pub(crate) fn new(schema: &str, table: &str, durable_relay_commits: bool) -> Self {
         let t = format!("{schema}.{table}");
+        // Joined into the relay's bookkeeping statements: `set_config(.., true)` lasts until
+        // the end of the statement's transaction, so its commit skips the WAL flush wait.
+        let relay = if durable_relay_commits {
+            "(SELECT 1) AS relay_commit"
+        } else {
+            "(SELECT set_config('synchronous_commit', 'off', true)) AS relay_commit"
+        };
         let held = "lease_token = $2 AND status = 0";
         let cols = MESSAGE_COLUMNS;
         let insert = Self::insert(&t);
@@ -94,24 +101,25 @@ impl Sql {
                  )
                  UPDATE {t} SET lease_token = $1,
                    lease_until = statement_timestamp() + make_interval(secs => $2)
-                 FROM picked WHERE {t}.id = picked.id
+                 FROM picked, {relay} WHERE {t}.id = picked.id
                  RETURNING {t}.id, {t}.message_id, {t}.topic, {t}.msg_key, {t}.payload,
                    {t}.headers, {t}.attempts, {t}.created_at, {t}.lease_until"
             ),
-            publish_delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND {held}"),
+            publish_delete: format!("DELETE FROM {t} USING {relay} WHERE id = ANY($1) AND {held}"),
             publish_keep: format!(
                 "UPDATE {t} SET status = 1, settled_at = statement_timestamp(),
                    lease_token = NULL, lease_until = NULL
-                 WHERE id = ANY($1) AND {held}"
+                 FROM {relay} WHERE id = ANY($1) AND {held}"
             ),
             release: format!(
-                "UPDATE {t} SET lease_token = NULL, lease_until = NULL WHERE id = ANY($1) AND {held}"
+                "UPDATE {t} SET lease_token = NULL, lease_until = NULL
+                 FROM {relay} WHERE id = ANY($1) AND {held}"
             ),
             retry: format!(
                 "UPDATE {t} SET attempts = attempts + 1, last_error = r.error,
                    available_at = statement_timestamp() + make_interval(secs => r.delay),
                    lease_token = NULL, lease_until = NULL
-                 FROM unnest($1::bigint[], $3::float8[], $4::text[]) AS r(id, delay, error)
+                 FROM unnest($1::bigint[], $3::float8[], $4::text[]) AS r(id, delay, error), {relay}
                  WHERE {t}.id = r.id AND {t}.lease_token = $2 AND {t}.status = 0
                  RETURNING {t}.id, {t}.msg_key, {t}.available_at"
             ),
@@ -125,12 +133,12 @@ impl Sql {
             dead: format!(
                 "UPDATE {t} SET status = 2, attempts = attempts + 1, last_error = d.reason,
                    settled_at = statement_timestamp(), lease_token = NULL, lease_until = NULL
-                 FROM unnest($1::bigint[], $3::text[]) AS d(id, reason)
+                 FROM unnest($1::bigint[], $3::text[]) AS d(id, reason), {relay}
                  WHERE {t}.id = d.id AND {t}.lease_token = $2 AND {t}.status = 0"
             ),
             renew: format!(
                 "UPDATE {t} SET lease_until = statement_timestamp() + make_interval(secs => $2)
-                 WHERE lease_token = $1 AND status = 0
+                 FROM {relay} WHERE lease_token = $1 AND status = 0
                  RETURNING lease_until"
             ),
             backlog: format!(

@@ -76,7 +76,7 @@ impl PostgresStore {
     pub fn new(pool: PgPool, config: PostgresConfig) -> Result<Self> {
         validate_identifier("schema", &config.schema)?;
         validate_identifier("table", &config.table)?;
-        let sql = Sql::new(&config.schema, &config.table);
+        let sql = Sql::new(&config.schema, &config.table, config.durable_relay_commits);
         Ok(PostgresStore {
             inner: Arc::new(Inner { config, sql, pool }),
         })

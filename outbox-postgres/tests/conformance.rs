@@ -14,9 +14,12 @@ struct PgHarness {
 }
 
 impl PgHarness {
-    async fn connect() -> Option<Self> {
+    async fn connect(durable_relay_commits: bool) -> Option<Self> {
+        let configure = |c: &mut outbox_postgres::PostgresConfig| {
+            c.durable_relay_commits = durable_relay_commits;
+        };
         Some(PgHarness {
-            store: common::fresh_store(|_| {}).await?,
+            store: common::fresh_store(configure).await?,
         })
     }
 
@@ -78,4 +81,11 @@ impl StoreHarness for PgHarness {
     }
 }
 
-outbox_testkit::store_conformance!(optional PgHarness::connect());
+// The default: the relay's bookkeeping commits without waiting for the WAL flush.
+outbox_testkit::store_conformance!(optional PgHarness::connect(false));
+
+/// The same behaviours with every bookkeeping commit waiting for the flush.
+mod durable_relay_commits {
+    use super::PgHarness;
+    outbox_testkit::store_conformance!(optional PgHarness::connect(true));
+}
