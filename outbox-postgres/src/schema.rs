@@ -34,6 +34,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX {t}_key_order ON {s}.{t} (msg_key, id) WHERE status = 0 AND msg_key IS NOT NULL;
     CREATE INDEX {t}_dead ON {s}.{t} (id) WHERE status = 2;
     CREATE INDEX {t}_published ON {s}.{t} (settled_at) WHERE status = 1;",
+    // 2: a claim leases consecutive rows, so every row of a page gets its new version at
+    // once; only with half of each page free do they all fit there and stay HOT updates
+    // (at fillfactor 80, 60% of the leases of 1 KiB messages wrote every index).
+    "ALTER TABLE {s}.{t} SET (fillfactor = 50);",
 ];
 
 /// Brings the schema to the latest version inside one transaction that holds an advisory

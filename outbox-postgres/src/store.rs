@@ -169,7 +169,8 @@ impl PostgresStore {
                 .map_err(|e| store_error("settle", e))?;
             applied += rows.len() as u64;
             // After the releases above, so a run released in this settlement is pushed too.
-            self.push_followers(conn, due_rows(&rows, "settle")?).await?;
+            self.push_followers(conn, due_rows(&rows, "settle")?)
+                .await?;
         }
         Ok(applied)
     }
