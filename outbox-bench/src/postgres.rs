@@ -237,16 +237,23 @@ pub(crate) async fn producers(mut args: Args) -> BoxResult {
     println!("| variant | transactions/s | vs. no outbox |");
     println!("| --- | ---: | ---: |");
     let mut baseline = None;
-    for (label, outbox, notify) in [
-        ("no outbox (baseline)", false, false),
-        ("enqueue in the transaction, relay polling", true, false),
-        ("enqueue + NOTIFY, relay listening", true, true),
+    // (label, enqueue, relay running, NOTIFY)
+    for (label, outbox, relay, notify) in [
+        ("no outbox (baseline)", false, false, false),
+        ("enqueue in the transaction, no relay", true, false, false),
+        (
+            "enqueue in the transaction, relay polling",
+            true,
+            true,
+            false,
+        ),
+        ("enqueue + NOTIFY, relay listening", true, true, true),
     ] {
         let store = fresh_store(&pool, notify).await?;
         let shutdown = CancellationToken::new();
         let notifier = Notifier::new();
         let listener = notify.then(|| spawn_listener(&store, notifier.clone()));
-        let relay_task = outbox.then(|| {
+        let relay_task = relay.then(|| {
             let relay = Relay::new(store.clone(), broker.clone(), relay_config(500))
                 .map(|r| r.with_notifier(notifier.clone()));
             let shutdown = shutdown.clone();
