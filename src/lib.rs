@@ -13,6 +13,7 @@
 //! | `sqlite` | [`sqlite`]: the SQLite store (`outbox-sqlite`, rusqlite with SQLite bundled) |
 //! | `postgres` | [`postgres`]: the PostgreSQL store (`outbox-postgres`, sqlx) |
 //! | `nats` | [`nats`]: the NATS JetStream publisher (`outbox-nats`, async-nats) |
+//! | `kafka` | [`kafka`]: the Kafka publisher (`outbox-kafka`, rdkafka with librdkafka built from source) |
 //! | `testkit` | [`testkit`]: in-memory adapters, fault injection, history checker, conformance suites, JSON-lines publisher |
 //!
 //! # Supported databases and brokers
@@ -22,6 +23,7 @@
 //! | SQLite store | `outbox-sqlite` | SQLite 3.46 (bundled) |
 //! | PostgreSQL store | `outbox-postgres` | PostgreSQL 15 (needs 13+) |
 //! | NATS JetStream publisher | `outbox-nats` | nats-server 2.9 with JetStream |
+//! | Kafka publisher | `outbox-kafka` | tansu 0.6 (Kafka API) and librdkafka's mock cluster; librdkafka 2.12 |
 //! | in-memory store and publisher | `outbox-testkit` | — |
 //! | JSON lines to any `io::Write` | `outbox-testkit` | — |
 
@@ -38,6 +40,10 @@ pub use outbox_postgres as postgres;
 /// The NATS JetStream publisher (feature `nats`).
 #[cfg(feature = "nats")]
 pub use outbox_nats as nats;
+
+/// The Kafka publisher (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub use outbox_kafka as kafka;
 
 /// Test doubles and conformance suites (feature `testkit`).
 #[cfg(feature = "testkit")]

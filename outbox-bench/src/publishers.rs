@@ -3,6 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use outbox::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use outbox::kafka::rdkafka::client::DefaultClientContext;
+use outbox::kafka::rdkafka::error::RDKafkaErrorCode;
+use outbox::kafka::{KafkaConfig, KafkaPublisher};
 use outbox::nats::{NatsConfig, NatsPublisher, async_nats};
 use outbox::{Message, PublishOutcome, Publisher, PublisherCapabilities};
 
@@ -17,11 +21,12 @@ impl Publisher for Counting {
     }
 }
 
-/// `--broker memory` or `--broker nats`.
+/// `--broker memory`, `--broker nats` or `--broker kafka`.
 #[derive(Debug, Clone)]
 pub(crate) enum Broker {
     Memory(Counting),
     Nats(Box<NatsPublisher>),
+    Kafka(KafkaPublisher),
 }
 
 pub(crate) const NATS_STREAM: &str = "OUTBOX_BENCH";
@@ -49,7 +54,15 @@ impl Broker {
                 let publisher = NatsPublisher::new(client, NatsConfig::default())?;
                 Ok(Broker::Nats(Box::new(publisher)))
             }
-            other => Err(format!("--broker is memory or nats, got {other:?}").into()),
+            "kafka" => {
+                let brokers = std::env::var("OUTBOX_BENCH_KAFKA_BROKERS")
+                    .unwrap_or_else(|_| "127.0.0.1:9092".into());
+                create_kafka_topic(&brokers).await?;
+                Ok(Broker::Kafka(
+                    KafkaPublisher::connect(&brokers, KafkaConfig::default()).await?,
+                ))
+            }
+            other => Err(format!("--broker is memory, nats or kafka, got {other:?}").into()),
         }
     }
 
@@ -57,6 +70,7 @@ impl Broker {
         match self {
             Broker::Memory(_) => "memory",
             Broker::Nats(_) => "NATS JetStream",
+            Broker::Kafka(_) => "Kafka",
         }
     }
 }
@@ -66,6 +80,7 @@ impl Publisher for Broker {
         match self {
             Broker::Memory(p) => p.capabilities(),
             Broker::Nats(p) => p.capabilities(),
+            Broker::Kafka(p) => p.capabilities(),
         }
     }
 
@@ -73,6 +88,28 @@ impl Publisher for Broker {
         match self {
             Broker::Memory(p) => p.publish(batch).await,
             Broker::Nats(p) => p.publish(batch).await,
+            Broker::Kafka(p) => p.publish(batch).await,
         }
     }
+}
+
+/// Creates the bench topic (6 partitions) unless it exists: brokers may not create topics
+/// on first use.
+async fn create_kafka_topic(brokers: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let admin: AdminClient<DefaultClientContext> = outbox::kafka::rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(TOPIC, 6, TopicReplication::Fixed(1))],
+            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10))),
+        )
+        .await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}").into()),
+        }
+    }
+    Ok(())
 }

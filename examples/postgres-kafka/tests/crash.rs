@@ -1,0 +1,268 @@
+//! Crash test on the real servers: 5,000 messages over 50 keys flow from PostgreSQL to
+//! Kafka while relay processes (this example's `relay` command) are SIGKILLed at random
+//! moments, at least 10 times, with two relays at once for part of it. The topic is then
+//! read back: nothing lost, every key in order; duplicates (a relay killed between the
+//! delivery report and the settle) are printed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use outbox::kafka::MESSAGE_ID_HEADER;
+use outbox::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use outbox::kafka::rdkafka::client::DefaultClientContext;
+use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use outbox::kafka::rdkafka::error::KafkaError;
+use outbox::kafka::rdkafka::message::{Headers, Message as _};
+use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use outbox::postgres::{PostgresConfig, PostgresStore};
+use outbox::testkit::services::{unavailable, url_from_env};
+use outbox::testkit::{Committed, ReceivedMessage, check_history};
+use outbox::{NewMessage, Store};
+
+const MESSAGES: usize = 5_000;
+const KEYS: usize = 50;
+const KILLS: usize = 10;
+const PARTITIONS: i32 = 3;
+
+struct Setup {
+    store: PostgresStore,
+    brokers: String,
+    topic: String,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn setup() -> Option<Setup> {
+    let db_url = url_from_env(
+        "OUTBOX_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let brokers = url_from_env("OUTBOX_TEST_KAFKA_BROKERS", "127.0.0.1:9092");
+    let schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
+    let mut config = PostgresConfig::default();
+    config.schema = schema.clone();
+    let store = match PostgresStore::connect(&db_url, config).await {
+        Ok(store) => store,
+        Err(err) => {
+            unavailable("PostgreSQL", &db_url, &err.report());
+            return None;
+        }
+    };
+    store.migrate().await.expect("migrate");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("an admin client");
+    let topic = format!("{schema}.events");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(5))),
+        )
+        .await;
+    match created.as_deref() {
+        Ok([Ok(_)]) => {}
+        Ok(other) => panic!("creating topic {topic}: {other:?}"),
+        Err(err) => {
+            unavailable("Kafka", &brokers, err);
+            return None;
+        }
+    }
+    let env = vec![
+        ("DATABASE_URL", db_url),
+        ("KAFKA_BROKERS", brokers.clone()),
+        ("OUTBOX_SCHEMA", schema),
+        ("KAFKA_TOPIC", topic.clone()),
+        ("KAFKA_MESSAGE_TIMEOUT_MS", "1000".into()),
+        ("RELAY_BATCH", "100".into()),
+        ("RELAY_LEASE_MS", "2000".into()),
+    ];
+    Some(Setup {
+        store,
+        brokers,
+        topic,
+        env,
+    })
+}
+
+fn spawn_relay(env: &[(&'static str, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_postgres-kafka"))
+        .arg("relay")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .spawn()
+        .expect("start a relay process")
+}
+
+fn consumer(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("crash-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("a consumer")
+}
+
+/// Records in the topic: the sum of its partitions' high watermarks.
+fn stored(consumer: &BaseConsumer, topic: &str) -> i64 {
+    (0..PARTITIONS)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                .expect("watermarks")
+                .1
+        })
+        .sum()
+}
+
+/// Every record of the topic, partition by partition in offset order.
+fn read_back(consumer: &BaseConsumer, topic: &str) -> Vec<ReceivedMessage> {
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut by_partition: BTreeMap<i32, Vec<ReceivedMessage>> = BTreeMap::new();
+    let mut at_end = HashSet::new();
+    while at_end.len() < PARTITIONS as usize {
+        match consumer.poll(Duration::from_secs(10)) {
+            None => panic!("no answer from Kafka for 10 s while reading back"),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(err)) => panic!("reading back: {err}"),
+            Some(Ok(record)) => {
+                at_end.remove(&record.partition());
+                let id = record
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == MESSAGE_ID_HEADER))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .expect("the message id header");
+                by_partition
+                    .entry(record.partition())
+                    .or_default()
+                    .push(ReceivedMessage {
+                        message_id: id.parse().expect("a message id"),
+                        topic: record.topic().to_owned(),
+                        key: record
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        payload: record.payload().unwrap_or_default().to_vec(),
+                        headers: Default::default(),
+                    });
+            }
+        }
+    }
+    by_partition.into_values().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_killed_ten_times_lose_nothing() {
+    let Some(Setup {
+        store,
+        brokers,
+        topic,
+        env,
+    }) = setup().await
+    else {
+        return;
+    };
+    let mut committed = Vec::with_capacity(MESSAGES);
+    for start in (0..MESSAGES).step_by(1_000) {
+        let batch: Vec<NewMessage> = (start..start + 1_000)
+            .map(|n| {
+                NewMessage::new(&topic, format!("{n}").into_bytes())
+                    .with_key(format!("key-{}", n % KEYS))
+            })
+            .collect();
+        let mut tx = store.pool().begin().await.expect("begin");
+        store
+            .enqueue_batch(&mut *tx, &batch)
+            .await
+            .expect("enqueue");
+        tx.commit().await.expect("commit");
+        committed.extend(batch.iter().map(|m| Committed {
+            message_id: m.message_id(),
+            key: m.key().map(str::to_owned),
+        }));
+    }
+
+    let watcher = consumer(&brokers);
+    let mut kills = 0;
+    while kills < KILLS {
+        // Two relays at once for a third of the rounds.
+        let pair = (KILLS / 3..2 * KILLS / 3).contains(&kills);
+        let before = stored(&watcher, &topic);
+        let mut relays = vec![spawn_relay(&env)];
+        if pair {
+            relays.push(spawn_relay(&env));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stored(&watcher, &topic) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no relay published anything in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The kill lands at a random moment of the relay's work.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..120))).await;
+        for relay in &mut relays {
+            relay.kill().expect("SIGKILL");
+            relay.wait().expect("reap");
+            kills += 1;
+        }
+    }
+    let before_clean = stored(&watcher, &topic);
+    assert!(
+        before_clean < i64::try_from(MESSAGES).expect("small"),
+        "the kills came before the backlog drained"
+    );
+
+    // A clean relay finishes the job (after the killed relays' leases expire).
+    let mut clean = spawn_relay(&env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.backlog().await.expect("backlog").pending > 0 {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clean.kill().expect("stop the clean relay");
+    clean.wait().expect("reap");
+
+    let received = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        move || read_back(&consumer(&brokers), &topic)
+    })
+    .await
+    .expect("read back");
+    let report = check_history(&committed, &received);
+    println!(
+        "crash test PG -> Kafka: {kills} SIGKILLs, {before_clean} stored before the clean run, {report}"
+    );
+    assert!(
+        report.lost.is_empty(),
+        "lost {} messages",
+        report.lost.len()
+    );
+    assert!(
+        report.order_violations.is_empty(),
+        "order violations: {:?}",
+        &report.order_violations[..report.order_violations.len().min(5)]
+    );
+    assert!(report.unexpected.is_empty());
+    // Tidy up only after a pass, so a failure leaves the evidence behind.
+    let schema = &store.config().schema;
+    let _ = outbox::postgres::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(store.pool())
+        .await;
+}
