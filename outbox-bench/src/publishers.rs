@@ -3,9 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use outbox::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use outbox::kafka::rdkafka::client::DefaultClientContext;
-use outbox::kafka::rdkafka::error::RDKafkaErrorCode;
 use outbox::kafka::{KafkaConfig, KafkaPublisher};
 use outbox::nats::{NatsConfig, NatsPublisher, async_nats};
 use outbox::{Message, PublishOutcome, Publisher, PublisherCapabilities};
@@ -57,10 +54,10 @@ impl Broker {
             "kafka" => {
                 let brokers = std::env::var("OUTBOX_BENCH_KAFKA_BROKERS")
                     .unwrap_or_else(|_| "127.0.0.1:9092".into());
-                create_kafka_topic(&brokers).await?;
-                Ok(Broker::Kafka(
-                    KafkaPublisher::connect(&brokers, KafkaConfig::default()).await?,
-                ))
+                let publisher = KafkaPublisher::connect(&brokers, KafkaConfig::default()).await?;
+                // Six partitions, so that keyed backlogs can spread.
+                publisher.ensure_topic(TOPIC, 6, 1).await?;
+                Ok(Broker::Kafka(publisher))
             }
             other => Err(format!("--broker is memory, nats or kafka, got {other:?}").into()),
         }
@@ -91,25 +88,4 @@ impl Publisher for Broker {
             Broker::Kafka(p) => p.publish(batch).await,
         }
     }
-}
-
-/// Creates the bench topic (6 partitions) unless it exists: brokers may not create topics
-/// on first use.
-async fn create_kafka_topic(brokers: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let admin: AdminClient<DefaultClientContext> = outbox::kafka::rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(TOPIC, 6, TopicReplication::Fixed(1))],
-            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10))),
-        )
-        .await?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}").into()),
-        }
-    }
-    Ok(())
 }

@@ -29,6 +29,15 @@ pub enum ConnectError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// [`KafkaPublisher::ensure_topic`](crate::KafkaPublisher::ensure_topic) could not
+    /// create the topic (not authorised, bad partition count, no broker answered).
+    #[error("could not create the Kafka topic {topic:?}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
     /// No broker answered within the time given to [`KafkaPublisher::connect`](crate::KafkaPublisher::connect).
     #[error("no Kafka broker at {brokers} answered; check the address and that the broker runs")]
     Unreachable {

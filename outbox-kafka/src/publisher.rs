@@ -8,7 +8,9 @@ use outbox_core::{
     Message, PublishError, PublishOutcome, Publisher, PublisherCapabilities, Result, redact_url,
 };
 use rdkafka::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tracing::{Instrument, debug, debug_span, error, warn};
 
@@ -141,6 +143,62 @@ impl KafkaPublisher {
                     "the metadata request did not finish: {join}"
                 )),
             }),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions, each on `replication` brokers, unless
+    /// it exists; `true` when it was created. For brokers that do not create topics on first
+    /// use (and clusters where that is switched off, as it should be): call it at start-up
+    /// for each topic the outbox publishes to, or create the topics with your deployment.
+    /// Uses the publisher's brokers and properties (TLS, SASL).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), outbox_kafka::ConnectError> {
+    /// use outbox_kafka::{KafkaConfig, KafkaPublisher};
+    ///
+    /// let publisher = KafkaPublisher::connect("127.0.0.1:9092", KafkaConfig::default()).await?;
+    /// publisher.ensure_topic("orders.placed", 6, 3).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Result<bool, ConnectError> {
+        let failed = |source| ConnectError::CreateTopic {
+            topic: topic.to_owned(),
+            source,
+        };
+        let admin: AdminClient<DefaultClientContext> = self
+            .inner
+            .client_config
+            .create()
+            .map_err(|err| ConnectError::creating(&self.inner.brokers, err))?;
+        let timeout = Some(self.inner.config.message_timeout);
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(replication),
+                )],
+                &AdminOptions::new()
+                    .request_timeout(timeout)
+                    .operation_timeout(timeout),
+            )
+            .await
+            .map_err(failed)?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => {
+                debug!(topic, partitions, replication, "created Kafka topic");
+                Ok(true)
+            }
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+            Some(Err((_, code))) => Err(failed(KafkaError::AdminOp(code))),
+            None => Err(failed(KafkaError::AdminOpCreation(
+                "the broker answered nothing for the topic".to_owned(),
+            ))),
         }
     }
 

@@ -6,44 +6,12 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{KafkaHarness, admin, brokers, read_records, unique_topic};
-use outbox_core::{
-    ErrorKind, Message, MessageId, NewMessage, PublishError, PublishOutcome, Publisher, Relay,
-    RelayConfig,
-};
+use common::{KafkaHarness, reachable, read_records, unique_topic};
+use outbox_core::{ErrorKind, Message, NewMessage, PublishOutcome, Publisher, Relay, RelayConfig};
 use outbox_kafka::{ConnectError, KafkaConfig, KafkaPublisher};
-use outbox_testkit::{Committed, InMemoryStore, check_history};
-
-fn message(topic: &str, key: Option<&str>, payload: impl Into<Vec<u8>>) -> Message {
-    Message {
-        id: 1,
-        message_id: MessageId::new(),
-        topic: topic.to_owned(),
-        key: key.map(str::to_owned),
-        payload: payload.into(),
-        headers: Default::default(),
-        attempts: 0,
-        created_at: chrono::Utc::now(),
-    }
-}
-
-/// The single outcome of publishing `message`, which must be a failure.
-async fn failure(publisher: &KafkaPublisher, message: Message) -> PublishError {
-    let mut outcomes = publisher.publish(&[message]).await;
-    assert_eq!(outcomes.len(), 1);
-    match outcomes.remove(0) {
-        PublishOutcome::Failed(err) => err,
-        PublishOutcome::Acked => panic!("expected a failure, got Acked"),
-    }
-}
-
-fn assert_acked(outcomes: &[PublishOutcome]) {
-    for outcome in outcomes {
-        if let PublishOutcome::Failed(err) = outcome {
-            panic!("expected Acked, got {}", err.describe());
-        }
-    }
-}
+use outbox_testkit::{
+    InMemoryStore, assert_acked, check_history, claimed as message, single_failure as failure,
+};
 
 /// A key's records share one partition, whichever batch they came in, and keyless records
 /// are spread over the partitions.
@@ -110,14 +78,13 @@ fn capabilities_report_dedup_the_size_limit_and_the_publish_bound() {
 /// the topic and says to create it; with `missing_topic_is_transient` it is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_fails_permanently_and_says_to_create_it() {
-    if admin().await.is_none() {
-        return;
-    }
     let topic = unique_topic("outbox-test-missing");
     let mut config = KafkaConfig::default();
     config.message_timeout = Duration::from_secs(3);
     config.request_timeout = Duration::from_secs(1);
-    let publisher = KafkaPublisher::new(&brokers(), config.clone()).expect("publisher");
+    let Some(publisher) = reachable(config.clone()).await else {
+        return;
+    };
     let err = failure(&publisher, message(&topic, None, "x")).await;
     assert!(!err.is_transient(), "{}", err.describe());
     let text = err.to_string();
@@ -125,7 +92,7 @@ async fn a_missing_topic_fails_permanently_and_says_to_create_it() {
     assert!(text.contains(&topic), "{text}");
 
     config.missing_topic_is_transient = true;
-    let publisher = KafkaPublisher::new(&brokers(), config).expect("publisher");
+    let publisher = KafkaPublisher::new(&common::brokers(), config).expect("publisher");
     let err = failure(&publisher, message(&topic, None, "x")).await;
     assert!(err.is_transient(), "{}", err.describe());
     assert!(err.to_string().contains("create it first"), "{err}");
@@ -285,22 +252,17 @@ async fn relay_delivers_every_message_in_key_order() {
     .expect("publisher");
     const COUNT: usize = 300;
     let store = InMemoryStore::new();
-    let mut tx = store.begin();
-    let mut committed = Vec::with_capacity(COUNT);
-    for n in 0..COUNT {
-        let key = (n % 10 != 9).then(|| format!("customer-{}", n % 7));
-        let mut new = NewMessage::new("orders.placed", format!("{n}").into_bytes())
-            .with_header("content-type", "text/plain");
-        if let Some(key) = &key {
-            new = new.with_key(key);
-        }
-        tx.enqueue(new.clone()).expect("enqueue");
-        committed.push(Committed {
-            message_id: new.message_id(),
-            key,
-        });
-    }
-    tx.commit();
+    let committed = store
+        .commit_all((0..COUNT).map(|n| {
+            let new = NewMessage::new("orders.placed", format!("{n}").into_bytes())
+                .with_header("content-type", "text/plain");
+            // Every tenth message has no key; the rest go over seven keys.
+            match n % 10 {
+                9 => new,
+                _ => new.with_key(format!("customer-{}", n % 7)),
+            }
+        }))
+        .expect("enqueue");
 
     let mut config = RelayConfig::default();
     config.batch_size = 50;

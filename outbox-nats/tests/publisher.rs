@@ -7,42 +7,11 @@ use std::time::Duration;
 
 use common::{NatsHarness, client, nats_url, unique_subject};
 use futures::StreamExt;
-use outbox_core::{
-    Message, MessageId, NewMessage, PublishError, PublishOutcome, Publisher, Relay, RelayConfig,
-};
+use outbox_core::{MessageId, NewMessage, PublishOutcome, Publisher, Relay, RelayConfig};
 use outbox_nats::{NatsConfig, NatsPublisher};
-use outbox_testkit::{Committed, InMemoryStore, check_history};
-
-fn message(topic: &str, key: Option<&str>, payload: impl Into<Vec<u8>>) -> Message {
-    Message {
-        id: 1,
-        message_id: MessageId::new(),
-        topic: topic.to_owned(),
-        key: key.map(str::to_owned),
-        payload: payload.into(),
-        headers: Default::default(),
-        attempts: 0,
-        created_at: chrono::Utc::now(),
-    }
-}
-
-/// The single outcome of publishing `message`, which must be a failure.
-async fn failure(publisher: &NatsPublisher, message: Message) -> PublishError {
-    let mut outcomes = publisher.publish(&[message]).await;
-    assert_eq!(outcomes.len(), 1);
-    match outcomes.remove(0) {
-        PublishOutcome::Failed(err) => err,
-        PublishOutcome::Acked => panic!("expected a failure, got Acked"),
-    }
-}
-
-fn assert_acked(outcomes: &[PublishOutcome]) {
-    for outcome in outcomes {
-        if let PublishOutcome::Failed(err) = outcome {
-            panic!("expected Acked, got {}", err.describe());
-        }
-    }
-}
+use outbox_testkit::{
+    InMemoryStore, assert_acked, check_history, claimed as message, single_failure as failure,
+};
 
 /// A second publish of one message id (a retry after a lost PubAck, a relay killed before
 /// settling) is Acked, and the stream holds the message once.
@@ -298,22 +267,17 @@ async fn relay_delivers_every_message_in_key_order() {
     };
     const COUNT: usize = 300;
     let store = InMemoryStore::new();
-    let mut tx = store.begin();
-    let mut committed = Vec::with_capacity(COUNT);
-    for n in 0..COUNT {
-        let key = (n % 10 != 9).then(|| format!("customer-{}", n % 7));
-        let mut new = NewMessage::new("orders", format!("{n}").into_bytes())
-            .with_header("content-type", "text/plain");
-        if let Some(key) = &key {
-            new = new.with_key(key);
-        }
-        tx.enqueue(new.clone()).expect("enqueue");
-        committed.push(Committed {
-            message_id: new.message_id(),
-            key,
-        });
-    }
-    tx.commit();
+    let committed = store
+        .commit_all((0..COUNT).map(|n| {
+            let new = NewMessage::new("orders", format!("{n}").into_bytes())
+                .with_header("content-type", "text/plain");
+            // Every tenth message has no key; the rest go over seven keys.
+            match n % 10 {
+                9 => new,
+                _ => new.with_key(format!("customer-{}", n % 7)),
+            }
+        }))
+        .expect("enqueue");
 
     let mut config = RelayConfig::default();
     config.batch_size = 50;

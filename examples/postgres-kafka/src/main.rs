@@ -15,10 +15,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use outbox::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use outbox::kafka::rdkafka::client::DefaultClientContext;
 use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use outbox::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use outbox::kafka::rdkafka::error::KafkaError;
 use outbox::kafka::rdkafka::message::{Headers, Message as _};
 use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
@@ -81,31 +79,6 @@ async fn open_store(settings: &Settings) -> BoxResult<PostgresStore> {
     Ok(store)
 }
 
-/// Creates the topic unless it exists: Kafka brokers (tansu among them) may not create
-/// topics on first use, and the publisher does not create them either.
-async fn ensure_topic(settings: &Settings) -> BoxResult {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(
-                &settings.topic,
-                settings.partitions,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}").into()),
-        }
-    }
-    Ok(())
-}
-
 /// One order: the row and its event commit together, or neither does.
 async fn place_order(
     store: &PostgresStore,
@@ -157,12 +130,15 @@ fn relay_config() -> BoxResult<RelayConfig> {
 /// Runs the relay until `shutdown` is cancelled.
 async fn relay(settings: &Settings, shutdown: CancellationToken) -> BoxResult {
     let store = open_store(settings).await?;
-    ensure_topic(settings).await?;
     let mut config = KafkaConfig::default();
     config.message_timeout =
         Duration::from_millis(setting("KAFKA_MESSAGE_TIMEOUT_MS", "10000").parse()?);
     config.request_timeout = config.request_timeout.min(config.message_timeout / 2);
     let publisher = KafkaPublisher::connect(&settings.brokers, config).await?;
+    // Kafka brokers (tansu among them) may not create topics on first use.
+    publisher
+        .ensure_topic(&settings.topic, settings.partitions, 1)
+        .await?;
     // Refused here if the lease is not longer than the publisher's delivery timeout.
     let relay = Relay::new(store, publisher, relay_config()?)?;
     let stats = relay.run(shutdown).await?;
@@ -172,7 +148,6 @@ async fn relay(settings: &Settings, shutdown: CancellationToken) -> BoxResult {
 
 /// Reads every event in the topic once (dropping redeliveries by message id).
 async fn consume(settings: &Settings, print: bool) -> BoxResult<Vec<(String, OrderPlaced)>> {
-    ensure_topic(settings).await?;
     let (brokers, topic) = (settings.brokers.clone(), settings.topic.clone());
     let events = tokio::task::spawn_blocking(move || read_all(&brokers, &topic, print)).await??;
     Ok(events)

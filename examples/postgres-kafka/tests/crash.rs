@@ -8,13 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use outbox::kafka::MESSAGE_ID_HEADER;
-use outbox::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use outbox::kafka::rdkafka::client::DefaultClientContext;
 use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use outbox::kafka::rdkafka::error::KafkaError;
 use outbox::kafka::rdkafka::message::{Headers, Message as _};
 use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
 use outbox::postgres::{PostgresConfig, PostgresStore};
 use outbox::testkit::services::{unavailable, url_from_env};
 use outbox::testkit::{Committed, ReceivedMessage, check_history};
@@ -49,29 +47,18 @@ async fn setup() -> Option<Setup> {
         }
     };
     store.migrate().await.expect("migrate");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("an admin client");
     let topic = format!("{schema}.events");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(5))),
-        )
-        .await;
-    match created.as_deref() {
-        Ok([Ok(_)]) => {}
-        Ok(other) => panic!("creating topic {topic}: {other:?}"),
+    let publisher = match KafkaPublisher::connect(&brokers, KafkaConfig::default()).await {
+        Ok(publisher) => publisher,
         Err(err) => {
-            unavailable("Kafka", &brokers, err);
+            unavailable("Kafka", &brokers, &err);
             return None;
         }
-    }
+    };
+    publisher
+        .ensure_topic(&topic, PARTITIONS, 1)
+        .await
+        .expect("creating the test's topic");
     let env = vec![
         ("DATABASE_URL", db_url),
         ("KAFKA_BROKERS", brokers.clone()),

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use outbox_kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use outbox_kafka::rdkafka::admin::{AdminClient, AdminOptions};
 use outbox_kafka::rdkafka::client::DefaultClientContext;
 use outbox_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use outbox_kafka::rdkafka::error::KafkaError;
@@ -14,7 +14,7 @@ use outbox_kafka::rdkafka::message::{Headers, Message as _};
 use outbox_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use outbox_kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
 use outbox_testkit::services::{unavailable, url_from_env};
-use outbox_testkit::{PublisherHarness, ReceivedMessage};
+use outbox_testkit::{PublisherHarness, ReceivedMessage, run_detached};
 
 /// The Kafka brokers under test.
 pub fn brokers() -> String {
@@ -26,42 +26,17 @@ pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// An admin client of the brokers under test, once a broker answered; `None` (after a
-/// `skipped:` line, or a panic when services are required) when none does.
-pub async fn admin() -> Option<AdminClient<DefaultClientContext>> {
+/// A publisher on the brokers under test with the settings `config`, once a broker
+/// answered; `None` (after a `skipped:` line, or a panic when services are required) when
+/// none does.
+pub async fn reachable(config: KafkaConfig) -> Option<KafkaPublisher> {
     let brokers = brokers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("an admin client (no connection yet)");
-    let probe = tokio::task::spawn_blocking(move || {
-        admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(3))
-            .map(|_| admin)
-    })
-    .await
-    .expect("the metadata probe finished");
-    match probe {
-        Ok(admin) => Some(admin),
+    match KafkaPublisher::connect(&brokers, config).await {
+        Ok(publisher) => Some(publisher),
         Err(err) => {
             unavailable("Kafka", &brokers, &err);
             None
         }
-    }
-}
-
-/// Creates `topic` with `partitions` partitions (replication 1).
-pub async fn create_topic(admin: &AdminClient<DefaultClientContext>, topic: &str, partitions: i32) {
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("the create-topics request");
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic}: {code:?}"));
     }
 }
 
@@ -80,14 +55,16 @@ impl KafkaHarness {
 
     /// A harness with `partitions` partitions and the publisher settings `config`.
     pub async fn connect_with(partitions: i32, config: KafkaConfig) -> Option<Self> {
-        let admin = admin().await?;
+        let publisher = reachable(config).await?;
         let topic = unique_topic("outbox-test");
-        create_topic(&admin, &topic, partitions).await;
-        let brokers = brokers();
-        let publisher = KafkaPublisher::new(&brokers, config).expect("publisher settings");
+        let created = publisher
+            .ensure_topic(&topic, partitions, 1)
+            .await
+            .expect("creating the test's topic");
+        assert!(created, "a fresh topic name");
         Some(KafkaHarness {
             publisher,
-            brokers,
+            brokers: brokers(),
             topic,
         })
     }
@@ -116,28 +93,17 @@ impl PublisherHarness for KafkaHarness {
 
 impl Drop for KafkaHarness {
     fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be busy right here: delete the
-        // topic from a thread of its own.
         let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create();
-                if let Ok(admin) = admin {
-                    let _ = admin
-                        .delete_topics(&[topic.as_str()], &AdminOptions::new())
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_detached(async move {
+            let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create();
+            if let Ok(admin) = admin {
+                let _ = admin
+                    .delete_topics(&[topic.as_str()], &AdminOptions::new())
+                    .await;
+            }
+        });
     }
 }
 
