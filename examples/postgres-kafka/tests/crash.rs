@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use outbox::kafka::rdkafka::error::KafkaError;
@@ -15,8 +15,7 @@ use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
 use outbox::postgres::{PostgresConfig, PostgresStore};
 use outbox::testkit::services::{unavailable, url_from_env};
-use outbox::testkit::{Committed, ReceivedMessage, check_history};
-use outbox::{NewMessage, Store};
+use outbox::testkit::{ReceivedMessage, check_history};
 
 const MESSAGES: usize = 5_000;
 const KEYS: usize = 50;
@@ -98,13 +97,13 @@ fn consumer(brokers: &str) -> BaseConsumer {
 }
 
 /// Records in the topic: the sum of its partitions' high watermarks.
-fn stored(consumer: &BaseConsumer, topic: &str) -> i64 {
+fn stored(consumer: &BaseConsumer, topic: &str) -> u64 {
     (0..PARTITIONS)
         .map(|partition| {
-            consumer
+            let (_, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(5))
-                .expect("watermarks")
-                .1
+                .expect("watermarks");
+            u64::try_from(high).expect("a watermark is not negative")
         })
         .sum()
 }
@@ -164,65 +163,22 @@ async fn relays_killed_ten_times_lose_nothing() {
     else {
         return;
     };
-    let mut committed = Vec::with_capacity(MESSAGES);
-    for start in (0..MESSAGES).step_by(1_000) {
-        let batch: Vec<NewMessage> = (start..start + 1_000)
-            .map(|n| {
-                NewMessage::new(&topic, format!("{n}").into_bytes())
-                    .with_key(format!("key-{}", n % KEYS))
-            })
-            .collect();
-        let mut tx = store.pool().begin().await.expect("begin");
-        store
-            .enqueue_batch(&mut *tx, &batch)
-            .await
-            .expect("enqueue");
-        tx.commit().await.expect("commit");
-        committed.extend(batch.iter().map(|m| Committed {
-            message_id: m.message_id(),
-            key: m.key().map(str::to_owned),
-        }));
-    }
-
+    let committed = pg_orders::seed(&store, &topic, MESSAGES, KEYS).await;
     let watcher = consumer(&brokers);
-    let mut kills = 0;
-    while kills < KILLS {
-        // Two relays at once for a third of the rounds.
-        let pair = (KILLS / 3..2 * KILLS / 3).contains(&kills);
-        let before = stored(&watcher, &topic);
-        let mut relays = vec![spawn_relay(&env)];
-        if pair {
-            relays.push(spawn_relay(&env));
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while stored(&watcher, &topic) == before {
-            assert!(
-                Instant::now() < deadline,
-                "no relay published anything in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The kill lands at a random moment of the relay's work.
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..120))).await;
-        for relay in &mut relays {
-            relay.kill().expect("SIGKILL");
-            relay.wait().expect("reap");
-            kills += 1;
-        }
-    }
-    let before_clean = stored(&watcher, &topic);
+    let stored = || {
+        let count = stored(&watcher, &topic);
+        async move { count }
+    };
+    let kills = pg_orders::kill_relays(|| spawn_relay(&env), KILLS, stored).await;
+    let before_clean = stored().await;
     assert!(
-        before_clean < i64::try_from(MESSAGES).expect("small"),
+        before_clean < MESSAGES as u64,
         "the kills came before the backlog drained"
     );
 
     // A clean relay finishes the job (after the killed relays' leases expire).
     let mut clean = spawn_relay(&env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while store.backlog().await.expect("backlog").pending > 0 {
-        assert!(Instant::now() < deadline, "the backlog did not drain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pg_orders::wait_for_empty_backlog(&store).await;
     clean.kill().expect("stop the clean relay");
     clean.wait().expect("reap");
 
@@ -248,8 +204,5 @@ async fn relays_killed_ten_times_lose_nothing() {
     );
     assert!(report.unexpected.is_empty());
     // Tidy up only after a pass, so a failure leaves the evidence behind.
-    let schema = &store.config().schema;
-    let _ = outbox::postgres::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(store.pool())
-        .await;
+    pg_orders::drop_schema(&store).await;
 }
