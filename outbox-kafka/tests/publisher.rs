@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{KafkaHarness, reachable, read_records, unique_topic};
-use outbox_core::{ErrorKind, Message, NewMessage, PublishOutcome, Publisher, Relay, RelayConfig};
+use outbox_core::{ErrorKind, Message, PublishOutcome, Publisher, Relay, RelayConfig};
 use outbox_kafka::{ConnectError, KafkaConfig, KafkaPublisher};
 use outbox_testkit::{
-    InMemoryStore, assert_acked, check_history, claimed as message, single_failure as failure,
+    InMemoryStore, assert_acked, assert_delivered_once, claimed as message, relay_mixed_backlog,
+    single_failure as failure,
 };
 
 /// A key's records share one partition, whichever batch they came in, and keyless records
@@ -250,35 +251,8 @@ async fn relay_delivers_every_message_in_key_order() {
         KafkaConfig::default().with_topic(move |_| mapped.clone()),
     )
     .expect("publisher");
-    const COUNT: usize = 300;
-    let store = InMemoryStore::new();
-    let committed = store
-        .commit_all((0..COUNT).map(|n| {
-            let new = NewMessage::new("orders.placed", format!("{n}").into_bytes())
-                .with_header("content-type", "text/plain");
-            // Every tenth message has no key; the rest go over seven keys.
-            match n % 10 {
-                9 => new,
-                _ => new.with_key(format!("customer-{}", n % 7)),
-            }
-        }))
-        .expect("enqueue");
-
-    let mut config = RelayConfig::default();
-    config.batch_size = 50;
-    let relay = Relay::new(store, publisher, config).expect("relay config");
-    let stats = relay.drain().await.expect("drain");
-    assert_eq!(stats.published, COUNT as u64);
-
-    let stored = h.stored(COUNT).await;
-    let report = check_history(&committed, &stored);
-    assert!(report.is_ok(), "{report}");
-    assert_eq!(report.duplicate_count(), 0, "{report}");
-    assert_eq!(stored.len(), COUNT);
+    let committed = relay_mixed_backlog(publisher, "orders.placed", 300).await;
+    let stored = h.stored(committed.len()).await;
+    assert_delivered_once(&committed, &stored);
     assert!(stored.iter().all(|m| m.topic == h.topic));
-    assert!(
-        stored
-            .iter()
-            .all(|m| m.headers.get("content-type").map(String::as_str) == Some("text/plain"))
-    );
 }

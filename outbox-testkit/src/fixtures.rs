@@ -95,3 +95,64 @@ where
     })
     .join();
 }
+
+/// Relays a backlog of `count` messages for `topic` through `publisher`, end to end: a
+/// fresh [`InMemoryStore`](crate::InMemoryStore) holds them (seven keys, every tenth
+/// message without a key, each with the header `content-type: text/plain`), a
+/// [`Relay`](outbox_core::Relay) drains it in batches of 50. Returns what was committed,
+/// for [`assert_delivered_once`] against what the broker then holds.
+///
+/// ```
+/// # outbox_testkit::block_on(async {
+/// let publisher = outbox_testkit::InMemoryPublisher::new();
+/// let committed = outbox_testkit::relay_mixed_backlog(publisher.clone(), "orders", 100).await;
+/// outbox_testkit::assert_delivered_once(&committed, &publisher.received());
+/// # });
+/// ```
+///
+/// # Panics
+/// If the relay does not publish every message.
+pub async fn relay_mixed_backlog<P: Publisher>(
+    publisher: P,
+    topic: &str,
+    count: usize,
+) -> Vec<crate::Committed> {
+    let store = crate::InMemoryStore::new();
+    let committed = store
+        .commit_all((0..count).map(|n| {
+            let message = outbox_core::NewMessage::new(topic, format!("{n}").into_bytes())
+                .with_header("content-type", "text/plain");
+            match n % 10 {
+                9 => message,
+                _ => message.with_key(format!("customer-{}", n % 7)),
+            }
+        }))
+        .expect("valid messages");
+    let mut config = outbox_core::RelayConfig::default();
+    config.batch_size = 50;
+    let relay = outbox_core::Relay::new(store, publisher, config).expect("relay settings");
+    let stats = relay.drain().await.expect("drain");
+    assert_eq!(stats.published, count as u64, "{stats:?}");
+    committed
+}
+
+/// Asserts that the broker holds every committed message exactly once, each key in
+/// commit order, with the `content-type` header [`relay_mixed_backlog`] gave them.
+///
+/// # Panics
+/// With the history report, when a message is missing, duplicated, unexpected or out of
+/// order.
+pub fn assert_delivered_once(committed: &[crate::Committed], received: &[crate::ReceivedMessage]) {
+    let report = crate::check_history(committed, received);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.duplicate_count(), 0, "{report}");
+    assert_eq!(received.len(), committed.len(), "{report}");
+    let plain = |m: &&crate::ReceivedMessage| {
+        m.headers.get("content-type").map(String::as_str) == Some("text/plain")
+    };
+    assert_eq!(
+        received.iter().filter(plain).count(),
+        received.len(),
+        "headers carried"
+    );
+}

@@ -171,6 +171,56 @@ pub fn cancel_on_signal() -> CancellationToken {
     shutdown
 }
 
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `warn`).
+///
+/// ```no_run
+/// pg_orders::init_tracing();
+/// ```
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(setting("RUST_LOG", "warn"))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The `demo` command once the orders are `placed`: runs `relay` (given the token that
+/// stops it) until the outbox is empty, stops it, reads the events back with `consume`
+/// (their message ids) and prints the [`summary`].
+///
+/// ```no_run
+/// # async fn demo(store: outbox::postgres::PostgresStore) -> pg_orders::BoxResult {
+/// let placed = pg_orders::place(&store, "shop.order.placed", 10).await?;
+/// pg_orders::demo(
+///     &store,
+///     &placed,
+///     |shutdown| async move { shutdown.cancelled().await; Ok::<(), String>(()) },
+///     async { Ok(Vec::new()) },
+/// )
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn demo<R, F, C>(
+    store: &PostgresStore,
+    placed: &[NewMessage],
+    relay: R,
+    consume: C,
+) -> BoxResult
+where
+    R: FnOnce(CancellationToken) -> F,
+    F: Future<Output = Result<(), String>> + Send + 'static,
+    C: Future<Output = BoxResult<Vec<String>>>,
+{
+    use outbox::Store;
+    let shutdown = CancellationToken::new();
+    let relay_task = tokio::spawn(relay(shutdown.clone()));
+    while store.backlog().await?.pending > 0 && !relay_task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    relay_task.await??;
+    summary(placed, &consume.await?)
+}
+
 /// Prints the demo's last line, `summary: placed=N published=N lost=0`, from the events
 /// placed and the message ids the consumer read back; an error if any is missing.
 ///
@@ -196,6 +246,38 @@ pub fn summary(placed: &[NewMessage], read_back: &[String]) -> BoxResult {
         return Err("some events did not arrive".into());
     }
     Ok(())
+}
+
+/// A fresh outbox for a crash test, in a schema of its own (`crash_<uuid>`) on the database
+/// at `OUTBOX_TEST_POSTGRES_URL` (default the local one), with that URL; `None` (after a
+/// `skipped:` line, or a panic when services are required) when PostgreSQL cannot be
+/// reached.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let Some((store, database_url)) = pg_orders::crash_store().await else { return };
+/// # let _ = (store, database_url);
+/// # }
+/// ```
+///
+/// # Panics
+/// If the migrations fail (this is for tests).
+pub async fn crash_store() -> Option<(PostgresStore, String)> {
+    let url = outbox::testkit::services::url_from_env(
+        "OUTBOX_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let mut config = PostgresConfig::default();
+    config.schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
+    let store = match PostgresStore::connect(&url, config).await {
+        Ok(store) => store,
+        Err(err) => {
+            outbox::testkit::services::unavailable("PostgreSQL", &url, &err.report());
+            return None;
+        }
+    };
+    store.migrate().await.expect("migrate");
+    Some((store, url))
 }
 
 /// The crash tests' backlog: `messages` messages to `topic` over `keys` keys, enqueued in

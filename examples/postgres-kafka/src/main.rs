@@ -24,7 +24,7 @@ use outbox::kafka::rdkafka::message::{Headers, Message as _};
 use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
 use outbox::postgres::PostgresStore;
-use outbox::{CancellationToken, Relay, Store};
+use outbox::{CancellationToken, Relay};
 use pg_orders::{BoxResult, OrderPlaced, setting};
 
 struct Settings {
@@ -141,30 +141,25 @@ fn read_all(brokers: &str, topic: &str, print: bool) -> BoxResult<Vec<(String, O
 async fn demo(settings: &Settings, orders: usize) -> BoxResult {
     let store = settings.store().await?;
     let placed = pg_orders::place(&store, &settings.topic, orders).await?;
-    let shutdown = CancellationToken::new();
-    let relay_task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
+    let read_back = async {
+        let events = consume(settings, false).await?;
+        Ok(events.into_iter().map(|(id, _)| id).collect())
+    };
+    pg_orders::demo(
+        &store,
+        &placed,
+        |shutdown| async move {
             let settings = Settings::from_env().map_err(|e| e.to_string())?;
             relay(&settings, shutdown).await.map_err(|e| e.to_string())
-        }
-    });
-    while store.backlog().await?.pending > 0 && !relay_task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.cancel();
-    relay_task.await??;
-    let events = consume(settings, false).await?;
-    let ids: Vec<String> = events.into_iter().map(|(id, _)| id).collect();
-    pg_orders::summary(&placed, &ids)
+        },
+        read_back,
+    )
+    .await
 }
 
 #[tokio::main]
 async fn main() -> BoxResult {
-    tracing_subscriber::fmt()
-        .with_env_filter(setting("RUST_LOG", "warn"))
-        .with_writer(std::io::stderr)
-        .init();
+    pg_orders::init_tracing();
     let settings = Settings::from_env()?;
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_else(|| "demo".into());

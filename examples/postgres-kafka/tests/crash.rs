@@ -13,7 +13,7 @@ use outbox::kafka::rdkafka::error::KafkaError;
 use outbox::kafka::rdkafka::message::{Headers, Message as _};
 use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
-use outbox::postgres::{PostgresConfig, PostgresStore};
+use outbox::postgres::PostgresStore;
 use outbox::testkit::services::{unavailable, url_from_env};
 use outbox::testkit::{ReceivedMessage, check_history};
 
@@ -30,22 +30,9 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
-    let db_url = url_from_env(
-        "OUTBOX_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
+    let (store, db_url) = pg_orders::crash_store().await?;
+    let schema = store.config().schema.clone();
     let brokers = url_from_env("OUTBOX_TEST_KAFKA_BROKERS", "127.0.0.1:9092");
-    let schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
-    let mut config = PostgresConfig::default();
-    config.schema = schema.clone();
-    let store = match PostgresStore::connect(&db_url, config).await {
-        Ok(store) => store,
-        Err(err) => {
-            unavailable("PostgreSQL", &db_url, &err.report());
-            return None;
-        }
-    };
-    store.migrate().await.expect("migrate");
     let topic = format!("{schema}.events");
     let publisher = match KafkaPublisher::connect(&brokers, KafkaConfig::default()).await {
         Ok(publisher) => publisher,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use outbox::nats::{KEY_HEADER, MESSAGE_ID_HEADER, NatsConfig, NatsPublisher, async_nats};
 use outbox::postgres::PostgresStore;
-use outbox::{CancellationToken, Relay, Store};
+use outbox::{CancellationToken, Relay};
 use pg_orders::{BoxResult, OrderPlaced, setting};
 
 struct Settings {
@@ -132,27 +132,26 @@ fn header(headers: &async_nats::HeaderMap, name: &str) -> String {
 async fn demo(settings: &Settings, orders: usize) -> BoxResult {
     let store = settings.store().await?;
     let placed = pg_orders::place(&store, &settings.subject, orders).await?;
-    let shutdown = CancellationToken::new();
-    let relay_task = tokio::spawn({
-        let (settings, shutdown) = (Settings::from_env(), shutdown.clone());
-        async move { relay(&settings, shutdown).await.map_err(|e| e.to_string()) }
-    });
-    while store.backlog().await?.pending > 0 && !relay_task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.cancel();
-    relay_task.await??;
-    let events = consume(settings, false).await?;
-    let ids: Vec<String> = events.into_iter().map(|(id, _)| id).collect();
-    pg_orders::summary(&placed, &ids)
+    let read_back = async {
+        let events = consume(settings, false).await?;
+        Ok(events.into_iter().map(|(id, _)| id).collect())
+    };
+    pg_orders::demo(
+        &store,
+        &placed,
+        |shutdown| async move {
+            relay(&Settings::from_env(), shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        },
+        read_back,
+    )
+    .await
 }
 
 #[tokio::main]
 async fn main() -> BoxResult {
-    tracing_subscriber::fmt()
-        .with_env_filter(setting("RUST_LOG", "warn"))
-        .with_writer(std::io::stderr)
-        .init();
+    pg_orders::init_tracing();
     let settings = Settings::from_env();
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_else(|| "demo".into());

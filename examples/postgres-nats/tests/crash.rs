@@ -7,7 +7,7 @@
 use std::process::{Child, Command};
 
 use outbox::nats::{KEY_HEADER, MESSAGE_ID_HEADER, async_nats};
-use outbox::postgres::{PostgresConfig, PostgresStore};
+use outbox::postgres::PostgresStore;
 use outbox::testkit::services::{unavailable, url_from_env};
 use outbox::testkit::{ReceivedMessage, check_history};
 
@@ -23,22 +23,9 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
-    let db_url = url_from_env(
-        "OUTBOX_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
+    let (store, db_url) = pg_orders::crash_store().await?;
+    let schema = store.config().schema.clone();
     let nats_url = url_from_env("OUTBOX_TEST_NATS_URL", "nats://127.0.0.1:4222");
-    let schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
-    let mut config = PostgresConfig::default();
-    config.schema = schema.clone();
-    let store = match PostgresStore::connect(&db_url, config).await {
-        Ok(store) => store,
-        Err(err) => {
-            unavailable("PostgreSQL", &db_url, &err.report());
-            return None;
-        }
-    };
-    store.migrate().await.expect("migrate");
     let client = match async_nats::connect(&nats_url).await {
         Ok(client) => client,
         Err(err) => {
