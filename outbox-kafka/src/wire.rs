@@ -35,17 +35,17 @@ mod tests {
 
     use super::*;
 
-    fn message() -> Message {
-        let mut message = outbox_testkit::claimed("orders", Some("order-42"), "{}");
-        message
-            .headers
-            .insert("content-type".to_owned(), "application/json".to_owned());
-        message
+    /// A claimed message with one header of its own.
+    fn with_content_type() -> Message {
+        Message {
+            headers: [("content-type".to_owned(), "application/json".to_owned())].into(),
+            ..outbox_testkit::claimed("orders", Some("order-42"), "{}")
+        }
     }
 
     #[test]
     fn headers_carry_the_message_id_after_the_own_headers() {
-        let m = message();
+        let m = with_content_type();
         let headers = headers(&m).expect("headers");
         let pairs: Vec<(String, Vec<u8>)> = headers
             .iter()
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn a_header_named_like_the_id_header_is_refused() {
-        let mut m = message();
+        let mut m = with_content_type();
         m.headers
             .insert("Outbox-Message-Id".into(), "forged".into());
         let err = headers(&m).expect_err("reserved");

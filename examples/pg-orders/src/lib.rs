@@ -367,6 +367,61 @@ where
     killed
 }
 
+/// Starts the example's `relay` command (the binary at `program`) with the settings `env`.
+///
+/// ```no_run
+/// let relay = pg_orders::spawn_relay("target/debug/postgres-kafka", &[("RELAY_BATCH", "100".into())]);
+/// # let _ = relay;
+/// ```
+///
+/// # Panics
+/// If the process cannot be started.
+pub fn spawn_relay(program: &str, env: &[(&'static str, String)]) -> Child {
+    std::process::Command::new(program)
+        .arg("relay")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .spawn()
+        .expect("start a relay process")
+}
+
+/// Prints the crash test's line (`crash test PG -> <broker>: N SIGKILLs, ...` with the
+/// history report) and asserts that nothing was lost, unexpected or out of order per key.
+/// Duplicates are allowed: a relay killed between the broker's acknowledgement and the
+/// settle publishes again.
+///
+/// ```
+/// let report = outbox::testkit::check_history(&[], &[]);
+/// pg_orders::assert_survived("Kafka", 10, 0, &report);
+/// ```
+///
+/// # Panics
+/// If a message was lost, unexpected or out of order.
+pub fn assert_survived(
+    broker: &str,
+    kills: usize,
+    before_clean: u64,
+    report: &outbox::testkit::HistoryReport,
+) {
+    println!(
+        "crash test PG -> {broker}: {kills} SIGKILLs, {before_clean} stored before the clean run, {report}"
+    );
+    assert!(
+        report.lost.is_empty(),
+        "lost {} messages",
+        report.lost.len()
+    );
+    assert!(
+        report.order_violations.is_empty(),
+        "order violations: {:?}",
+        &report.order_violations[..report.order_violations.len().min(5)]
+    );
+    assert!(
+        report.unexpected.is_empty(),
+        "unexpected: {:?}",
+        report.unexpected
+    );
+}
+
 /// Waits until the outbox has nothing pending, for at most two minutes.
 ///
 /// ```no_run

@@ -5,7 +5,7 @@
 //! delivery report and the settle) are printed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
@@ -63,11 +63,7 @@ async fn setup() -> Option<Setup> {
 }
 
 fn spawn_relay(env: &[(&'static str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_postgres-kafka"))
-        .arg("relay")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .spawn()
-        .expect("start a relay process")
+    pg_orders::spawn_relay(env!("CARGO_BIN_EXE_postgres-kafka"), env)
 }
 
 fn consumer(brokers: &str) -> BaseConsumer {
@@ -176,20 +172,7 @@ async fn relays_killed_ten_times_lose_nothing() {
     .await
     .expect("read back");
     let report = check_history(&committed, &received);
-    println!(
-        "crash test PG -> Kafka: {kills} SIGKILLs, {before_clean} stored before the clean run, {report}"
-    );
-    assert!(
-        report.lost.is_empty(),
-        "lost {} messages",
-        report.lost.len()
-    );
-    assert!(
-        report.order_violations.is_empty(),
-        "order violations: {:?}",
-        &report.order_violations[..report.order_violations.len().min(5)]
-    );
-    assert!(report.unexpected.is_empty());
+    pg_orders::assert_survived("Kafka", kills, before_clean, &report);
     // Tidy up only after a pass, so a failure leaves the evidence behind.
     pg_orders::drop_schema(&store).await;
 }

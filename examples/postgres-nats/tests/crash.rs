@@ -4,7 +4,7 @@
 //! The stream is then read back: nothing lost, every key in order; duplicates are printed
 //! (JetStream drops most of them by `Nats-Msg-Id`).
 
-use std::process::{Child, Command};
+use std::process::Child;
 
 use outbox::nats::{KEY_HEADER, MESSAGE_ID_HEADER, async_nats};
 use outbox::postgres::PostgresStore;
@@ -62,11 +62,7 @@ async fn setup() -> Option<Setup> {
 }
 
 fn spawn_relay(env: &[(&'static str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_postgres-nats"))
-        .arg("relay")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .spawn()
-        .expect("start a relay process")
+    pg_orders::spawn_relay(env!("CARGO_BIN_EXE_postgres-nats"), env)
 }
 
 /// Every message in the stream, in stream order.
@@ -137,20 +133,7 @@ async fn relays_killed_twenty_times_lose_nothing() {
 
     let received = read_back(&stream).await;
     let report = check_history(&committed, &received);
-    println!(
-        "crash test PG -> NATS: {kills} SIGKILLs, {before_clean} stored before the clean run, {report}"
-    );
-    assert!(
-        report.lost.is_empty(),
-        "lost {} messages",
-        report.lost.len()
-    );
-    assert!(
-        report.order_violations.is_empty(),
-        "order violations: {:?}",
-        &report.order_violations[..report.order_violations.len().min(5)]
-    );
-    assert!(report.unexpected.is_empty());
+    pg_orders::assert_survived("NATS", kills, before_clean, &report);
     // Tidy up only after a pass, so a failure leaves the evidence behind.
     let name = stream.cached_info().config.name.clone();
     let _ = jetstream.delete_stream(&name).await;
