@@ -14,7 +14,7 @@ pub type TopicMapper = Arc<dyn Fn(&Message) -> String + Send + Sync>;
 
 /// librdkafka settings that the publisher sets itself, because its guarantees rest on them.
 /// Each maps to the [`KafkaConfig`] field to use instead, if there is one.
-const OWNED_PROPERTIES: [(&str, &str); 16] = [
+const OWNED_PROPERTIES: [(&str, &str); 17] = [
     ("bootstrap.servers", "the `brokers` argument"),
     ("metadata.broker.list", "the `brokers` argument"),
     ("enable.idempotence", "nothing: it is always on"),
@@ -45,6 +45,10 @@ const OWNED_PROPERTIES: [(&str, &str); 16] = [
     (
         "retries",
         "KafkaConfig::message_timeout, which bounds librdkafka's retries",
+    ),
+    (
+        "topic.metadata.propagation.max.ms",
+        "KafkaConfig::message_timeout (it is half of it)",
     ),
 ];
 
@@ -79,7 +83,8 @@ const SECRET_NAME_PARTS: [&str; 6] = [
 pub struct KafkaConfig {
     /// How long librdkafka may try to deliver a message, retries included
     /// (`message.timeout.ms`, default 10 s). A message without a delivery report by then
-    /// fails transiently and the relay retries it later.
+    /// fails transiently and the relay retries it later. A topic that the broker still
+    /// does not know after half of it is reported missing.
     pub message_timeout: Duration,
     /// How long one produce request may wait for the broker's answer (`request.timeout.ms`,
     /// default 5 s). A request sent just before [`message_timeout`](Self::message_timeout)
@@ -290,7 +295,14 @@ impl KafkaConfig {
                 (self.max_queued_bytes / 1024).to_string(),
             )
             .set("message.max.bytes", self.max_message_bytes.to_string())
-            .set("linger.ms", as_millis(self.linger));
+            .set("linger.ms", as_millis(self.linger))
+            // librdkafka waits this long (30 s by default) before it calls a topic missing;
+            // half the message timeout lets a missing topic be reported as such, not as a
+            // timeout, while a topic just created elsewhere still has time to appear.
+            .set(
+                "topic.metadata.propagation.max.ms",
+                as_millis(self.message_timeout / 2),
+            );
         client
     }
 }

@@ -18,10 +18,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use outbox::kafka::rdkafka::error::KafkaError;
+use outbox::kafka::rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use outbox::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use outbox::kafka::rdkafka::message::{Headers, Message as _};
-use outbox::kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use outbox::kafka::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use outbox::kafka::{KafkaConfig, KafkaPublisher, MESSAGE_ID_HEADER};
 use outbox::postgres::PostgresStore;
 use outbox::{CancellationToken, Relay};
@@ -80,15 +80,30 @@ async fn consume(settings: &Settings, print: bool) -> BoxResult<Vec<(String, Ord
     Ok(events)
 }
 
-/// Reads the topic from the beginning to its current end, partition by partition.
+/// The reader's librdkafka context: "end of partition" is how it knows it is done, not an
+/// error to log.
+struct EndIsNoError;
+
+impl ClientContext for EndIsNoError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNoError {}
+
+/// Reads the topic from the beginning to its end, partition by partition.
 fn read_all(brokers: &str, topic: &str, print: bool) -> BoxResult<Vec<(String, OrderPlaced)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNoError> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "postgres-kafka-example")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        .create_with_context(EndIsNoError)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut assignment = TopicPartitionList::new();
     let mut partitions = 0;
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -100,39 +115,37 @@ fn read_all(brokers: &str, topic: &str, print: bool) -> BoxResult<Vec<(String, O
     let mut events = Vec::new();
     let mut at_end = HashSet::new();
     while at_end.len() < partitions {
-        match consumer.poll(Duration::from_secs(10)) {
+        let record = match consumer.poll(timeout) {
             None => return Err(format!("no answer from Kafka at {brokers} for 10 s").into()),
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
+                continue;
             }
-            Some(Err(err)) => return Err(err.into()),
-            Some(Ok(record)) => {
-                at_end.remove(&record.partition());
-                let id = record
-                    .headers()
-                    .and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|h| h.key == MESSAGE_ID_HEADER)
-                            .and_then(|h| h.value)
-                    })
-                    .map(|value| String::from_utf8_lossy(value).into_owned())
-                    .unwrap_or_default();
-                let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
-                let event: OrderPlaced =
-                    serde_json::from_slice(record.payload().unwrap_or_default())?;
-                if seen.insert(id.clone()) {
-                    if print {
-                        println!(
-                            "{key} order {} total {} (message {id}, partition {})",
-                            event.order_id,
-                            event.total_cents,
-                            record.partition()
-                        );
-                    }
-                    events.push((id, event));
-                }
+            Some(record) => record?,
+        };
+        at_end.remove(&record.partition());
+        let id = record
+            .headers()
+            .and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == MESSAGE_ID_HEADER)
+                    .and_then(|h| h.value)
+            })
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default();
+        let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
+        let event: OrderPlaced = serde_json::from_slice(record.payload().unwrap_or_default())?;
+        if seen.insert(id.clone()) {
+            if print {
+                println!(
+                    "{key} order {} total {} (message {id}, partition {})",
+                    event.order_id,
+                    event.total_cents,
+                    record.partition()
+                );
             }
+            events.push((id, event));
         }
     }
     Ok(events)
