@@ -12,7 +12,8 @@
 //! ```
 //! Servers: `OUTBOX_BENCH_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test),
 //! `OUTBOX_BENCH_NATS_URL` (default nats://127.0.0.1:4222), `OUTBOX_BENCH_KAFKA_BROKERS`
-//! (default 127.0.0.1:9092).
+//! (default 127.0.0.1:9092), `OUTBOX_BENCH_KAFKA_LINGER_MS` (the publisher's `linger`,
+//! default `KafkaConfig`'s).
 
 mod args;
 mod postgres;

@@ -54,7 +54,11 @@ impl Broker {
             "kafka" => {
                 let brokers = std::env::var("OUTBOX_BENCH_KAFKA_BROKERS")
                     .unwrap_or_else(|_| "127.0.0.1:9092".into());
-                let publisher = KafkaPublisher::connect(&brokers, KafkaConfig::default()).await?;
+                let mut config = KafkaConfig::default();
+                if let Ok(linger) = std::env::var("OUTBOX_BENCH_KAFKA_LINGER_MS") {
+                    config.linger = std::time::Duration::from_millis(linger.parse()?);
+                }
+                let publisher = KafkaPublisher::connect(&brokers, config).await?;
                 // Six partitions, so that keyed backlogs can spread.
                 publisher.ensure_topic(TOPIC, 6, 1).await?;
                 Ok(Broker::Kafka(publisher))
