@@ -2,7 +2,7 @@
 
 Usage: python3 outbox-bench/plot.py OUTPUT.png BENCH_OUTPUT.txt [MORE.txt ...]
 Each input is the text a burn-down benchmark printed; every Markdown table row with
-`keys | batch | (relays |) drain s | events/s` becomes one bar.
+`keys | batch | (relays |) drain s | events/s (| load average)` becomes one bar.
 """
 import sys
 
@@ -21,9 +21,12 @@ def rows(path):
         cells = [c.strip() for c in line.strip("|").split("|")]
         if not line.startswith("|") or not cells[0] or cells[0].startswith("---") or cells[0] == "keys":
             continue
-        relays = cells[2] if len(cells) == 5 else "1"
+        if len(cells) == 6:  # keys | batch | relays | drain s | events/s | load average
+            relays, rate = cells[2], cells[4]
+        else:
+            relays, rate = (cells[2] if len(cells) == 5 else "1"), cells[-1]
         label = f"keys {cells[0]}\nbatch {cells[1]}\n{relays} relay{'s' if relays != '1' else ''}"
-        found.append((label, float(cells[-1].replace(",", ""))))
+        found.append((label, float(rate.replace(",", ""))))
     return title or path, found
 
 

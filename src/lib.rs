@@ -15,6 +15,7 @@
 //! | `mysql` | [`mysql`]: the MySQL / MariaDB store (`outbox-mysql`, sqlx) |
 //! | `nats` | [`nats`]: the NATS JetStream publisher (`outbox-nats`, async-nats) |
 //! | `rabbitmq` | [`rabbitmq`]: the RabbitMQ publisher (`outbox-rabbitmq`, lapin) |
+//! | `kafka` | [`kafka`]: the Kafka publisher (`outbox-kafka`, rdkafka with librdkafka built from source) |
 //! | `testkit` | [`testkit`]: in-memory adapters, fault injection, history checker, conformance suites, JSON-lines publisher |
 //!
 //! # Supported databases and brokers
@@ -26,6 +27,7 @@
 //! | MySQL / MariaDB store | `outbox-mysql` | MariaDB 10.11 (needs MySQL 8.0+ or MariaDB 10.6+) |
 //! | NATS JetStream publisher | `outbox-nats` | nats-server 2.9 with JetStream |
 //! | RabbitMQ publisher | `outbox-rabbitmq` | RabbitMQ 3.10 (AMQP 0-9-1, publisher confirms) |
+//! | Kafka publisher | `outbox-kafka` | tansu 0.6 (Kafka API) and librdkafka's mock cluster; librdkafka 2.12 |
 //! | in-memory store and publisher | `outbox-testkit` | — |
 //! | JSON lines to any `io::Write` | `outbox-testkit` | — |
 
@@ -50,6 +52,10 @@ pub use outbox_nats as nats;
 /// The RabbitMQ publisher (feature `rabbitmq`).
 #[cfg(feature = "rabbitmq")]
 pub use outbox_rabbitmq as rabbitmq;
+
+/// The Kafka publisher (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub use outbox_kafka as kafka;
 
 /// Test doubles and conformance suites (feature `testkit`).
 #[cfg(feature = "testkit")]

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p outbox-bench -- sqlite       [--messages N] [--payload B] [--batch 100,500] [--keys 100,10,0] [--in-flight 2]
-//! cargo run --release -p outbox-bench -- pg-burndown  [--broker nats|memory] [--messages N] [--batch 100,500] [--keys 100,10,0] [--relays 1,2]
+//! cargo run --release -p outbox-bench -- pg-burndown  [--broker nats|kafka|memory] [--messages N] [--batch 100,500] [--keys 100,10,0] [--relays 1,2]
+//! cargo run --release -p outbox-bench -- kafka-burndown [--messages N] [--batch 100,500] [--keys 100,10,0] [--relays 1,2]
 //! cargo run --release -p outbox-bench -- pg-claim-cost [--backlog 10000,1000000] [--batch 500]
 //! cargo run --release -p outbox-bench -- pg-producers [--clients 16] [--seconds 10]
 //! cargo run --release -p outbox-bench -- pg-latency   [--broker nats|memory] [--rate 1000] [--seconds 10]
@@ -15,7 +16,9 @@
 //! Servers: `OUTBOX_BENCH_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test),
 //! `OUTBOX_BENCH_MYSQL_URL` (default mysql://root@127.0.0.1:3306/test),
 //! `OUTBOX_BENCH_NATS_URL` (default nats://127.0.0.1:4222), `OUTBOX_BENCH_RABBITMQ_URL`
-//! (default amqp://guest:guest@127.0.0.1:5672/%2f).
+//! (default amqp://guest:guest@127.0.0.1:5672/%2f), `OUTBOX_BENCH_KAFKA_BROKERS`
+//! (default 127.0.0.1:9092), `OUTBOX_BENCH_KAFKA_LINGER_MS` (the publisher's `linger`,
+//! default `KafkaConfig`'s).
 
 mod args;
 mod mysql;
@@ -31,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(raw)?;
     match name.as_str() {
         "sqlite" => sqlite::run(args).await,
-        "pg-burndown" => postgres::burndown(args).await,
+        "pg-burndown" => postgres::burndown(args, "nats").await,
+        "kafka-burndown" => postgres::burndown(args, "kafka").await,
         "pg-claim-cost" => postgres::claim_cost(args).await,
         "pg-producers" => postgres::producers(args).await,
         "pg-latency" => postgres::latency(args).await,

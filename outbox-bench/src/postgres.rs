@@ -98,22 +98,24 @@ async fn drain_with(
     Ok(elapsed)
 }
 
-/// `pg-burndown`: relay throughput draining a pre-filled backlog.
-pub(crate) async fn burndown(mut args: Args) -> BoxResult {
+/// `pg-burndown` (`--broker nats` by default) and `kafka-burndown` (`--broker kafka`):
+/// relay throughput draining a pre-filled backlog.
+pub(crate) async fn burndown(mut args: Args, default_broker: &str) -> BoxResult {
     let messages = args.one("--messages", 100_000)?;
     let payload = args.one("--payload", 1024)?;
     let batches = args.list("--batch", &[100, 500])?;
     let key_spreads = args.list("--keys", &[100, 10, 0])?;
     let relay_counts = args.list("--relays", &[1, 2])?;
-    let broker = Broker::connect(&args.text("--broker", "nats")).await?;
+    let broker = Broker::connect(&args.text("--broker", default_broker)).await?;
     args.finish()?;
     let pool = pool(16).await?;
     println!(
-        "PostgreSQL -> {}, {messages} messages of {payload} B",
-        broker.label()
+        "PostgreSQL -> {}, {messages} messages of {payload} B, load average before: {}",
+        broker.label(),
+        load_average()
     );
-    println!("| keys | batch | relays | drain s | events/s |");
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("| keys | batch | relays | drain s | events/s | load average (1 min) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     for &keys in &key_spreads {
         for &batch in &batches {
             for &relays in &relay_counts {
@@ -124,10 +126,11 @@ pub(crate) async fn burndown(mut args: Args) -> BoxResult {
                     .await?;
                 let elapsed = drain_with(&store, &broker, relays, batch).await?;
                 println!(
-                    "| {} | {batch} | {relays} | {:.2} | {:.0} |",
+                    "| {} | {batch} | {relays} | {:.2} | {:.0} | {} |",
                     keys_label(keys),
                     elapsed.as_secs_f64(),
-                    messages as f64 / elapsed.as_secs_f64()
+                    messages as f64 / elapsed.as_secs_f64(),
+                    load_average()
                 );
             }
         }
@@ -483,6 +486,14 @@ pub(crate) async fn seed_loop(mut args: Args) -> BoxResult {
         messages as f64 / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// The 1-minute load average (Linux), since the machine's two cores are shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {

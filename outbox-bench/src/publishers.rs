@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use outbox::kafka::{KafkaConfig, KafkaPublisher};
 use outbox::nats::{NatsConfig, NatsPublisher, async_nats};
 use outbox::{Message, PublishOutcome, Publisher, PublisherCapabilities};
 
@@ -17,11 +18,12 @@ impl Publisher for Counting {
     }
 }
 
-/// `--broker memory` or `--broker nats`.
+/// `--broker memory`, `--broker nats` or `--broker kafka`.
 #[derive(Debug, Clone)]
 pub(crate) enum Broker {
     Memory(Counting),
     Nats(Box<NatsPublisher>),
+    Kafka(KafkaPublisher),
 }
 
 pub(crate) const NATS_STREAM: &str = "OUTBOX_BENCH";
@@ -49,7 +51,19 @@ impl Broker {
                 let publisher = NatsPublisher::new(client, NatsConfig::default())?;
                 Ok(Broker::Nats(Box::new(publisher)))
             }
-            other => Err(format!("--broker is memory or nats, got {other:?}").into()),
+            "kafka" => {
+                let brokers = std::env::var("OUTBOX_BENCH_KAFKA_BROKERS")
+                    .unwrap_or_else(|_| "127.0.0.1:9092".into());
+                let mut config = KafkaConfig::default();
+                if let Ok(linger) = std::env::var("OUTBOX_BENCH_KAFKA_LINGER_MS") {
+                    config.linger = std::time::Duration::from_millis(linger.parse()?);
+                }
+                let publisher = KafkaPublisher::connect(&brokers, config).await?;
+                // Six partitions, so that keyed backlogs can spread.
+                publisher.ensure_topic(TOPIC, 6, 1).await?;
+                Ok(Broker::Kafka(publisher))
+            }
+            other => Err(format!("--broker is memory, nats or kafka, got {other:?}").into()),
         }
     }
 
@@ -57,6 +71,7 @@ impl Broker {
         match self {
             Broker::Memory(_) => "memory",
             Broker::Nats(_) => "NATS JetStream",
+            Broker::Kafka(_) => "Kafka",
         }
     }
 }
@@ -66,6 +81,7 @@ impl Publisher for Broker {
         match self {
             Broker::Memory(p) => p.capabilities(),
             Broker::Nats(p) => p.capabilities(),
+            Broker::Kafka(p) => p.capabilities(),
         }
     }
 
@@ -73,6 +89,7 @@ impl Publisher for Broker {
         match self {
             Broker::Memory(p) => p.publish(batch).await,
             Broker::Nats(p) => p.publish(batch).await,
+            Broker::Kafka(p) => p.publish(batch).await,
         }
     }
 }

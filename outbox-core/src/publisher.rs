@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -106,6 +107,12 @@ pub struct PublisherCapabilities {
     pub broker_dedup: bool,
     /// Largest message the broker takes; the relay makes larger ones dead without sending.
     pub max_message_bytes: Option<usize>,
+    /// Longest a [`Publisher::publish`] call may take to report a message (the broker
+    /// client's own delivery timeout, retries included). [`Relay::new`](crate::Relay::new)
+    /// refuses a lease that is not longer (see [`RelayConfig::check_publisher`](crate::RelayConfig::check_publisher)):
+    /// otherwise the lease could run out while the message is still in flight, and a
+    /// second relay would publish it meanwhile.
+    pub max_publish_duration: Option<Duration>,
 }
 
 /// Publishes messages to a broker.

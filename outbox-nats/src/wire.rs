@@ -128,16 +128,11 @@ mod tests {
     use super::*;
 
     fn message() -> Message {
-        Message {
-            id: 1,
-            message_id: outbox_core::MessageId::new(),
-            topic: "orders.placed".into(),
-            key: Some("order-42".into()),
-            payload: b"{}".to_vec(),
-            headers: [("content-type".to_owned(), "application/json".to_owned())].into(),
-            attempts: 0,
-            created_at: Default::default(),
-        }
+        let mut message = outbox_testkit::claimed("orders", Some("order-42"), "{}");
+        message
+            .headers
+            .insert("content-type".to_owned(), "application/json".to_owned());
+        message
     }
 
     #[test]

@@ -7,42 +7,12 @@ use std::time::Duration;
 
 use common::{NatsHarness, client, nats_url, unique_subject};
 use futures::StreamExt;
-use outbox_core::{
-    Message, MessageId, NewMessage, PublishError, PublishOutcome, Publisher, Relay, RelayConfig,
-};
+use outbox_core::{MessageId, PublishOutcome, Publisher};
 use outbox_nats::{NatsConfig, NatsPublisher};
-use outbox_testkit::{Committed, InMemoryStore, check_history};
-
-fn message(topic: &str, key: Option<&str>, payload: impl Into<Vec<u8>>) -> Message {
-    Message {
-        id: 1,
-        message_id: MessageId::new(),
-        topic: topic.to_owned(),
-        key: key.map(str::to_owned),
-        payload: payload.into(),
-        headers: Default::default(),
-        attempts: 0,
-        created_at: chrono::Utc::now(),
-    }
-}
-
-/// The single outcome of publishing `message`, which must be a failure.
-async fn failure(publisher: &NatsPublisher, message: Message) -> PublishError {
-    let mut outcomes = publisher.publish(&[message]).await;
-    assert_eq!(outcomes.len(), 1);
-    match outcomes.remove(0) {
-        PublishOutcome::Failed(err) => err,
-        PublishOutcome::Acked => panic!("expected a failure, got Acked"),
-    }
-}
-
-fn assert_acked(outcomes: &[PublishOutcome]) {
-    for outcome in outcomes {
-        if let PublishOutcome::Failed(err) = outcome {
-            panic!("expected Acked, got {}", err.describe());
-        }
-    }
-}
+use outbox_testkit::{
+    assert_acked, assert_delivered_once, claimed as message, relay_mixed_backlog,
+    single_failure as failure,
+};
 
 /// A second publish of one message id (a retry after a lost PubAck, a relay killed before
 /// settling) is Acked, and the stream holds the message once.
@@ -296,41 +266,9 @@ async fn relay_delivers_every_message_in_key_order() {
     else {
         return;
     };
-    const COUNT: usize = 300;
-    let store = InMemoryStore::new();
-    let mut tx = store.begin();
-    let mut committed = Vec::with_capacity(COUNT);
-    for n in 0..COUNT {
-        let key = (n % 10 != 9).then(|| format!("customer-{}", n % 7));
-        let mut new = NewMessage::new("orders", format!("{n}").into_bytes())
-            .with_header("content-type", "text/plain");
-        if let Some(key) = &key {
-            new = new.with_key(key);
-        }
-        tx.enqueue(new.clone()).expect("enqueue");
-        committed.push(Committed {
-            message_id: new.message_id(),
-            key,
-        });
-    }
-    tx.commit();
-
-    let mut config = RelayConfig::default();
-    config.batch_size = 50;
-    let relay = Relay::new(store, h.publisher.clone(), config).expect("relay config");
-    let stats = relay.drain().await.expect("drain");
-    assert_eq!(stats.published, COUNT as u64);
-
-    let stored = h.stored(COUNT).await;
-    let report = check_history(&committed, &stored);
-    assert!(report.is_ok(), "{report}");
-    assert_eq!(report.duplicate_count(), 0, "{report}");
-    assert_eq!(stored.len(), COUNT);
+    let committed = relay_mixed_backlog(h.publisher.clone(), "orders", 300).await;
+    let stored = h.stored(committed.len()).await;
+    assert_delivered_once(&committed, &stored);
     let subject = format!("{}.orders", h.root);
     assert!(stored.iter().all(|m| m.topic == subject));
-    assert!(
-        stored
-            .iter()
-            .all(|m| m.headers.get("content-type").map(String::as_str) == Some("text/plain"))
-    );
 }

@@ -2,6 +2,7 @@
 
 mod clock;
 pub mod conformance;
+mod fixtures;
 mod history;
 mod macros;
 mod memory_publisher;
@@ -13,6 +14,9 @@ mod writer;
 
 pub use clock::ManualClock;
 pub use conformance::{HeldTransaction, PublisherHarness, StoreHarness};
+pub use fixtures::{
+    assert_acked, assert_delivered_once, claimed, relay_mixed_backlog, run_detached, single_failure,
+};
 pub use history::{Committed, HistoryReport, check_history};
 pub use memory_publisher::InMemoryPublisher;
 pub use memory_store::{InMemoryStore, InMemoryTransaction};

@@ -149,6 +149,34 @@ impl InMemoryStore {
         }
     }
 
+    /// Enqueues `messages` in one transaction and commits it; returns what was committed,
+    /// in order, for [`check_history`](crate::check_history).
+    ///
+    /// ```
+    /// use outbox_core::NewMessage;
+    ///
+    /// let store = outbox_testkit::InMemoryStore::new();
+    /// let committed = store
+    ///     .commit_all((0..3).map(|n| NewMessage::new("t", vec![n]).with_key("k")))
+    ///     .expect("valid messages");
+    /// assert_eq!(committed.len(), 3);
+    /// assert_eq!(committed[0].key.as_deref(), Some("k"));
+    /// ```
+    pub fn commit_all(
+        &self,
+        messages: impl IntoIterator<Item = NewMessage>,
+    ) -> Result<Vec<crate::Committed>> {
+        let mut tx = self.begin();
+        let mut committed = Vec::new();
+        for message in messages {
+            let key = message.key().map(str::to_owned);
+            let message_id = tx.enqueue(message)?;
+            committed.push(crate::Committed { message_id, key });
+        }
+        tx.commit();
+        Ok(committed)
+    }
+
     /// Rows of the table (settled ones included), for assertions.
     pub fn len(&self) -> usize {
         self.table().rows.len()

@@ -113,3 +113,43 @@ async fn a_panicking_publisher_counts_as_a_failed_attempt() {
     let dead = store.dead_letters(1).await.expect("dead letters");
     assert_eq!(dead[0].reason, "the publisher panicked");
 }
+
+/// A publisher that says how long it may take to report a message.
+struct SlowToReport(Duration);
+
+impl outbox_core::Publisher for SlowToReport {
+    fn capabilities(&self) -> outbox_core::PublisherCapabilities {
+        let mut capabilities = outbox_core::PublisherCapabilities::default();
+        capabilities.max_publish_duration = Some(self.0);
+        capabilities
+    }
+    async fn publish(&self, batch: &[outbox_core::Message]) -> Vec<outbox_core::PublishOutcome> {
+        batch
+            .iter()
+            .map(|_| outbox_core::PublishOutcome::Acked)
+            .collect()
+    }
+}
+
+/// A lease that could run out while the publisher still holds a message is refused when
+/// the relay is put together, with an error naming both durations; a longer lease is taken.
+#[test]
+fn lease_must_outlast_the_publishers_delivery_timeout() {
+    let mut config = RelayConfig::default();
+    config.lease_duration = Duration::from_secs(10);
+    config.shutdown_deadline = Duration::from_secs(5);
+    for too_slow in [Duration::from_secs(10), Duration::from_secs(300)] {
+        let err = Relay::new(InMemoryStore::new(), SlowToReport(too_slow), config.clone())
+            .expect_err("lease not longer than the publisher's timeout");
+        assert_eq!(err.kind(), outbox_core::ErrorKind::InvalidConfig);
+        let text = err.to_string();
+        assert!(text.contains(&format!("{too_slow:?}")), "{text}");
+        assert!(text.contains("lease_duration is 10s"), "{text}");
+    }
+    Relay::new(
+        InMemoryStore::new(),
+        SlowToReport(Duration::from_secs(9)),
+        config,
+    )
+    .expect("a lease longer than the publisher's timeout");
+}

@@ -10,24 +10,18 @@
 //! Settings (environment): DATABASE_URL, NATS_URL, OUTBOX_SCHEMA (default `shop`),
 //! NATS_STREAM (default `ORDERS`), EVENT_SUBJECT (default `shop.order.placed`),
 //! RELAY_BATCH (default 100), RELAY_LEASE_MS (default 30000).
+//!
+//! The orders service itself (table, event, placing orders, relay settings) is the
+//! `pg-orders` crate beside this one, shared with `postgres-kafka`.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use outbox::nats::{KEY_HEADER, MESSAGE_ID_HEADER, NatsConfig, NatsPublisher, async_nats};
-use outbox::postgres::{PostgresConfig, PostgresStore, sqlx};
-use outbox::{CancellationToken, NewMessage, Relay, RelayConfig, Store};
-use serde::{Deserialize, Serialize};
-
-type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
+use outbox::postgres::PostgresStore;
+use outbox::{CancellationToken, Relay};
+use pg_orders::{BoxResult, OrderPlaced, setting};
 
 struct Settings {
     database_url: String,
@@ -48,29 +42,10 @@ impl Settings {
             schema,
         }
     }
-}
 
-#[derive(Debug, Serialize, Deserialize)]
-struct OrderPlaced {
-    order_id: i64,
-    customer: String,
-    total_cents: i64,
-}
-
-/// The store, migrated, and the service's own table.
-async fn open_store(settings: &Settings) -> BoxResult<PostgresStore> {
-    let mut config = PostgresConfig::default();
-    config.schema = settings.schema.clone();
-    let store = PostgresStore::connect(&settings.database_url, config).await?;
-    store.migrate().await?;
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE IF NOT EXISTS {}.orders (
-           id BIGSERIAL PRIMARY KEY, customer TEXT NOT NULL, total_cents BIGINT NOT NULL)",
-        settings.schema
-    ))
-    .execute(store.pool())
-    .await?;
-    Ok(store)
+    async fn store(&self) -> BoxResult<PostgresStore> {
+        pg_orders::open_store(&self.database_url, &self.schema).await
+    }
 }
 
 /// The stream that keeps the events (created if missing).
@@ -89,67 +64,12 @@ async fn stream(
     Ok((client, stream))
 }
 
-/// One order: the row and its event commit together, or neither does.
-async fn place_order(
-    store: &PostgresStore,
-    settings: &Settings,
-    customer: &str,
-    total_cents: i64,
-) -> BoxResult<NewMessage> {
-    let mut tx = store.pool().begin().await?;
-    let order_id: i64 = sqlx::query_scalar(&format!(
-        "INSERT INTO {}.orders (customer, total_cents) VALUES ($1, $2) RETURNING id",
-        settings.schema
-    ))
-    .bind(customer)
-    .bind(total_cents)
-    .fetch_one(&mut *tx)
-    .await?;
-    let event = OrderPlaced {
-        order_id,
-        customer: customer.to_owned(),
-        total_cents,
-    };
-    // The customer is the key: each customer's events stay in order.
-    let message = NewMessage::json(&settings.subject, &event)?.with_key(customer);
-    store.enqueue(&mut *tx, &message).await?;
-    tx.commit().await?;
-    Ok(message)
-}
-
-async fn place(settings: &Settings, orders: usize) -> BoxResult<Vec<NewMessage>> {
-    let store = open_store(settings).await?;
-    let mut placed = Vec::with_capacity(orders);
-    for n in 0..orders {
-        let customer = format!("customer-{}", n % 20);
-        placed.push(
-            place_order(
-                &store,
-                settings,
-                &customer,
-                1_000 + i64::try_from(n)? % 9_000,
-            )
-            .await?,
-        );
-    }
-    println!("placed {orders} orders");
-    Ok(placed)
-}
-
-fn relay_config() -> BoxResult<RelayConfig> {
-    let mut config = RelayConfig::default();
-    config.batch_size = setting("RELAY_BATCH", "100").parse()?;
-    config.lease_duration = Duration::from_millis(setting("RELAY_LEASE_MS", "30000").parse()?);
-    config.shutdown_deadline = config.shutdown_deadline.min(config.lease_duration / 2);
-    Ok(config)
-}
-
 /// Runs the relay until `shutdown` is cancelled.
 async fn relay(settings: &Settings, shutdown: CancellationToken) -> BoxResult {
-    let store = open_store(settings).await?;
+    let store = settings.store().await?;
     let (client, _) = stream(settings).await?;
     let publisher = NatsPublisher::new(client, NatsConfig::default())?;
-    let relay = Relay::new(store, publisher, relay_config()?)?;
+    let relay = Relay::new(store, publisher, pg_orders::relay_config()?)?;
     let stats = relay.run(shutdown).await?;
     eprintln!("relay stopped: {stats:?}");
     Ok(())
@@ -210,66 +130,44 @@ fn header(headers: &async_nats::HeaderMap, name: &str) -> String {
 }
 
 async fn demo(settings: &Settings, orders: usize) -> BoxResult {
-    let placed = place(settings, orders).await?;
-    let shutdown = CancellationToken::new();
-    let relay_task = tokio::spawn({
-        let (settings, shutdown) = (Settings::from_env(), shutdown.clone());
-        async move { relay(&settings, shutdown).await.map_err(|e| e.to_string()) }
-    });
-    let store = open_store(settings).await?;
-    while store.backlog().await?.pending > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.cancel();
-    relay_task.await??;
-    let events = consume(settings, false).await?;
-    let wanted: HashSet<String> = placed.iter().map(|m| m.message_id().to_string()).collect();
-    let arrived = events.iter().filter(|(id, _)| wanted.contains(id)).count();
-    println!(
-        "summary: placed={} published={} lost={}",
-        placed.len(),
-        arrived,
-        placed.len() - arrived
-    );
-    if arrived != placed.len() {
-        return Err("some events did not arrive".into());
-    }
-    Ok(())
+    let store = settings.store().await?;
+    let placed = pg_orders::place(&store, &settings.subject, orders).await?;
+    let read_back = async {
+        let events = consume(settings, false).await?;
+        Ok(events.into_iter().map(|(id, _)| id).collect())
+    };
+    pg_orders::demo(
+        &store,
+        &placed,
+        |shutdown| async move {
+            relay(&Settings::from_env(), shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        },
+        read_back,
+    )
+    .await
 }
 
 #[tokio::main]
 async fn main() -> BoxResult {
-    tracing_subscriber::fmt()
-        .with_env_filter(setting("RUST_LOG", "warn"))
-        .with_writer(std::io::stderr)
-        .init();
+    pg_orders::init_tracing();
     let settings = Settings::from_env();
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_else(|| "demo".into());
-    let orders = |arg: Option<String>| -> BoxResult<usize> {
-        Ok(arg
-            .map(|a| a.parse())
-            .transpose()
-            .map_err(|_| "ORDERS must be a whole number")?
-            .unwrap_or(200))
-    };
     match command.as_str() {
-        "demo" => demo(&settings, orders(args.next())?).await,
-        "place" => place(&settings, orders(args.next())?).await.map(drop),
-        "relay" => {
-            let shutdown = CancellationToken::new();
-            let on_signal = shutdown.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    () = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-                }
-                on_signal.cancel();
-            });
-            relay(&settings, shutdown).await
+        "demo" => demo(&settings, pg_orders::orders_arg(args.next())?).await,
+        "place" => {
+            let store = settings.store().await?;
+            pg_orders::place(
+                &store,
+                &settings.subject,
+                pg_orders::orders_arg(args.next())?,
+            )
+            .await
+            .map(drop)
         }
+        "relay" => relay(&settings, pg_orders::cancel_on_signal()).await,
         "consume" => consume(&settings, true)
             .await
             .map(|events| println!("{} events", events.len())),

@@ -4,14 +4,12 @@
 //! The stream is then read back: nothing lost, every key in order; duplicates are printed
 //! (JetStream drops most of them by `Nats-Msg-Id`).
 
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 use outbox::nats::{KEY_HEADER, MESSAGE_ID_HEADER, async_nats};
-use outbox::postgres::{PostgresConfig, PostgresStore};
+use outbox::postgres::PostgresStore;
 use outbox::testkit::services::{unavailable, url_from_env};
-use outbox::testkit::{Committed, ReceivedMessage, check_history};
-use outbox::{NewMessage, Store};
+use outbox::testkit::{ReceivedMessage, check_history};
 
 const MESSAGES: usize = 10_000;
 const KEYS: usize = 100;
@@ -25,22 +23,9 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
-    let db_url = url_from_env(
-        "OUTBOX_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
+    let (store, db_url) = pg_orders::crash_store().await?;
+    let schema = store.config().schema.clone();
     let nats_url = url_from_env("OUTBOX_TEST_NATS_URL", "nats://127.0.0.1:4222");
-    let schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
-    let mut config = PostgresConfig::default();
-    config.schema = schema.clone();
-    let store = match PostgresStore::connect(&db_url, config).await {
-        Ok(store) => store,
-        Err(err) => {
-            unavailable("PostgreSQL", &db_url, &err.report());
-            return None;
-        }
-    };
-    store.migrate().await.expect("migrate");
     let client = match async_nats::connect(&nats_url).await {
         Ok(client) => client,
         Err(err) => {
@@ -77,20 +62,12 @@ async fn setup() -> Option<Setup> {
 }
 
 fn spawn_relay(env: &[(&'static str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_postgres-nats"))
-        .arg("relay")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .spawn()
-        .expect("start a relay process")
-}
-
-async fn stored(stream: &mut async_nats::jetstream::stream::Stream) -> u64 {
-    stream.info().await.expect("stream info").state.messages
+    pg_orders::spawn_relay(env!("CARGO_BIN_EXE_postgres-nats"), env)
 }
 
 /// Every message in the stream, in stream order.
-async fn read_back(stream: &mut async_nats::jetstream::stream::Stream) -> Vec<ReceivedMessage> {
-    let state = stream.info().await.expect("stream info").state.clone();
+async fn read_back(stream: &async_nats::jetstream::stream::Stream) -> Vec<ReceivedMessage> {
+    let state = stream.get_info().await.expect("stream info").state;
     let mut received = Vec::new();
     if state.messages == 0 {
         return received;
@@ -128,7 +105,7 @@ async fn relays_killed_twenty_times_lose_nothing() {
     let Some(Setup {
         store,
         jetstream,
-        mut stream,
+        stream,
         env,
     }) = setup().await
     else {
@@ -139,51 +116,10 @@ async fn relays_killed_twenty_times_lose_nothing() {
         .find(|(k, _)| *k == "EVENT_SUBJECT")
         .map(|(_, v)| v.clone())
         .expect("subject");
-    let mut committed = Vec::with_capacity(MESSAGES);
-    for start in (0..MESSAGES).step_by(1_000) {
-        let batch: Vec<NewMessage> = (start..start + 1_000)
-            .map(|n| {
-                NewMessage::new(&subject, format!("{n}").into_bytes())
-                    .with_key(format!("key-{}", n % KEYS))
-            })
-            .collect();
-        let mut tx = store.pool().begin().await.expect("begin");
-        store
-            .enqueue_batch(&mut *tx, &batch)
-            .await
-            .expect("enqueue");
-        tx.commit().await.expect("commit");
-        committed.extend(batch.iter().map(|m| Committed {
-            message_id: m.message_id(),
-            key: m.key().map(str::to_owned),
-        }));
-    }
-
-    let mut kills = 0;
-    while kills < KILLS {
-        // Two relays at once for a third of the rounds.
-        let pair = (KILLS / 3..2 * KILLS / 3).contains(&kills);
-        let before = stored(&mut stream).await;
-        let mut relays = vec![spawn_relay(&env)];
-        if pair {
-            relays.push(spawn_relay(&env));
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while stored(&mut stream).await == before {
-            assert!(
-                Instant::now() < deadline,
-                "no relay published anything in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..120))).await;
-        for relay in &mut relays {
-            relay.kill().expect("SIGKILL");
-            relay.wait().expect("reap");
-            kills += 1;
-        }
-    }
-    let before_clean = stored(&mut stream).await;
+    let committed = pg_orders::seed(&store, &subject, MESSAGES, KEYS).await;
+    let stored = || async { stream.get_info().await.expect("stream info").state.messages };
+    let kills = pg_orders::kill_relays(|| spawn_relay(&env), KILLS, stored).await;
+    let before_clean = stored().await;
     assert!(
         before_clean < MESSAGES as u64,
         "the kills came before the backlog drained"
@@ -191,35 +127,15 @@ async fn relays_killed_twenty_times_lose_nothing() {
 
     // A clean relay finishes the job (after the killed relays' leases expire).
     let mut clean = spawn_relay(&env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while store.backlog().await.expect("backlog").pending > 0 {
-        assert!(Instant::now() < deadline, "the backlog did not drain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pg_orders::wait_for_empty_backlog(&store).await;
     clean.kill().expect("stop the clean relay");
     clean.wait().expect("reap");
 
-    let received = read_back(&mut stream).await;
+    let received = read_back(&stream).await;
     let report = check_history(&committed, &received);
-    println!(
-        "crash test PG -> NATS: {kills} SIGKILLs, {before_clean} stored before the clean run, {report}"
-    );
-    assert!(
-        report.lost.is_empty(),
-        "lost {} messages",
-        report.lost.len()
-    );
-    assert!(
-        report.order_violations.is_empty(),
-        "order violations: {:?}",
-        &report.order_violations[..report.order_violations.len().min(5)]
-    );
-    assert!(report.unexpected.is_empty());
+    pg_orders::assert_survived("NATS", kills, before_clean, &report);
     // Tidy up only after a pass, so a failure leaves the evidence behind.
     let name = stream.cached_info().config.name.clone();
     let _ = jetstream.delete_stream(&name).await;
-    let schema = &store.config().schema;
-    let _ = outbox::postgres::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(store.pool())
-        .await;
+    pg_orders::drop_schema(&store).await;
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::publisher::PublisherCapabilities;
 use crate::retry::RetryPolicy;
 
 /// How a [`Relay`](crate::Relay) claims, publishes and retries.
@@ -82,5 +83,34 @@ impl RelayConfig {
             )));
         }
         self.retry.validate()
+    }
+
+    /// Checks the settings against what a publisher says of itself:
+    /// [`lease_duration`](Self::lease_duration) must be longer than
+    /// [`PublisherCapabilities::max_publish_duration`], so that a lease never runs out
+    /// while its messages are still with the broker client. [`Relay::new`](crate::Relay::new)
+    /// calls it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use outbox_core::{PublisherCapabilities, RelayConfig};
+    ///
+    /// let mut publisher = PublisherCapabilities::default();
+    /// publisher.max_publish_duration = Some(Duration::from_secs(60));
+    /// let config = RelayConfig::default(); // a 30 s lease
+    /// let err = config.check_publisher(&publisher).unwrap_err();
+    /// assert!(err.to_string().contains("lease_duration"));
+    /// ```
+    pub fn check_publisher(&self, publisher: &PublisherCapabilities) -> Result<()> {
+        match publisher.max_publish_duration {
+            Some(publish) if publish >= self.lease_duration => Err(Error::invalid_config(format!(
+                "the publisher may take up to {publish:?} to report a message (its delivery \
+                 timeout), but lease_duration is {:?}: the lease could run out while the message \
+                 is in flight and another relay would publish it too; make lease_duration longer \
+                 than {publish:?} or lower the publisher's timeout",
+                self.lease_duration
+            ))),
+            _ => Ok(()),
+        }
     }
 }

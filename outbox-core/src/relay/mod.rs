@@ -90,9 +90,12 @@ impl<S, P> std::fmt::Debug for Relay<S, P> {
 }
 
 impl<S: Store, P: Publisher> Relay<S, P> {
-    /// A relay over `store` and `publisher`; fails if `config` is inconsistent.
+    /// A relay over `store` and `publisher`; fails if `config` is inconsistent, or if its
+    /// lease is not longer than the publisher may take
+    /// ([`RelayConfig::check_publisher`]).
     pub fn new(store: S, publisher: P, config: RelayConfig) -> Result<Self> {
         config.validate()?;
+        config.check_publisher(&publisher.capabilities())?;
         Ok(Relay {
             store: Arc::new(store),
             publisher: Arc::new(publisher),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::StreamMessage, stream};
 use outbox_nats::{KEY_HEADER, MESSAGE_ID_HEADER, NatsConfig, NatsPublisher};
 use outbox_testkit::services::{unavailable, url_from_env};
-use outbox_testkit::{PublisherHarness, ReceivedMessage};
+use outbox_testkit::{PublisherHarness, ReceivedMessage, run_detached};
 use tokio::time::Instant;
 
 /// The NATS server under test.
@@ -169,23 +169,12 @@ impl PublisherHarness for NatsHarness {
 
 impl Drop for NatsHarness {
     fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be single-threaded and busy right
-        // here: delete the stream from a thread of its own, on a connection of its own.
         let url = nats_url();
         let name = self.stream_name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(url).await {
-                    let _ = jetstream::new(client).delete_stream(&name).await;
-                }
-            });
-        })
-        .join();
+        run_detached(async move {
+            if let Ok(client) = async_nats::connect(url).await {
+                let _ = jetstream::new(client).delete_stream(&name).await;
+            }
+        });
     }
 }

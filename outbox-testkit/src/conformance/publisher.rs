@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use outbox_core::{Message, MessageId, PublishOutcome, Publisher};
+use outbox_core::{Message, MessageId, Publisher};
 
+use crate::fixtures::{assert_acked, claimed};
 use crate::received::ReceivedMessage;
 
 /// What a publisher's test needs: the publisher, a destination the broker accepts, and a
@@ -31,21 +32,7 @@ pub trait PublisherHarness: Send + Sync {
 fn message<H: PublisherHarness>(h: &H, id: i64, key: Option<&str>, payload: Vec<u8>) -> Message {
     Message {
         id,
-        message_id: MessageId::new(),
-        topic: h.topic(),
-        key: key.map(str::to_owned),
-        payload,
-        headers: Default::default(),
-        attempts: 0,
-        created_at: chrono::Utc::now(),
-    }
-}
-
-fn assert_all_acked(outcomes: &[PublishOutcome]) {
-    for (i, outcome) in outcomes.iter().enumerate() {
-        if let PublishOutcome::Failed(err) = outcome {
-            panic!("message {i} failed: {}", err.describe());
-        }
+        ..claimed(&h.topic(), key, payload)
     }
 }
 
@@ -58,7 +45,7 @@ pub async fn payload_key_and_headers_arrive_intact<H: PublisherHarness>(h: &H) {
     m.headers.insert("x-trace".into(), "abc=1; d=\"2\"".into());
     let outcomes = h.publisher().publish(std::slice::from_ref(&m)).await;
     assert_eq!(outcomes.len(), 1);
-    assert_all_acked(&outcomes);
+    assert_acked(&outcomes);
 
     let got = h.received(1).await;
     assert_eq!(got.len(), 1, "exactly one message reached the broker");
@@ -79,7 +66,7 @@ pub async fn ack_means_the_broker_has_it<H: PublisherHarness>(h: &H) {
         .collect();
     let outcomes = h.publisher().publish(&batch).await;
     assert_eq!(outcomes.len(), batch.len());
-    assert_all_acked(&outcomes);
+    assert_acked(&outcomes);
     let got = h.received(batch.len()).await;
     let got_ids: HashSet<MessageId> = got.iter().map(|r| r.message_id).collect();
     let missing = batch
@@ -105,7 +92,7 @@ pub async fn ack_means_the_broker_has_it<H: PublisherHarness>(h: &H) {
 pub async fn empty_batch_is_a_no_op<H: PublisherHarness>(h: &H) {
     assert!(h.publisher().publish(&[]).await.is_empty());
     let sentinel = message(h, 1, None, b"sentinel".to_vec());
-    assert_all_acked(&h.publisher().publish(std::slice::from_ref(&sentinel)).await);
+    assert_acked(&h.publisher().publish(std::slice::from_ref(&sentinel)).await);
     let got = h.received(1).await;
     assert_eq!(
         got.iter().map(|r| r.message_id).collect::<Vec<_>>(),
@@ -119,7 +106,7 @@ pub async fn sequential_publishes_keep_key_order<H: PublisherHarness>(h: &H) {
         .map(|n| message(h, n, Some("k"), format!("{n}").into_bytes()))
         .collect();
     for m in &sent {
-        assert_all_acked(&h.publisher().publish(std::slice::from_ref(m)).await);
+        assert_acked(&h.publisher().publish(std::slice::from_ref(m)).await);
     }
     let got = h.received(sent.len()).await;
     assert_eq!(
