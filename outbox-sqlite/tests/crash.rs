@@ -23,6 +23,8 @@ use outbox_testkit::{Committed, HistoryReport, WriterPublisher, check_history, r
 const CHILD_DB: &str = "OUTBOX_CRASH_CHILD_DB";
 const CHILD_OUT: &str = "OUTBOX_CRASH_CHILD_OUT";
 const CHILD_DELAY_MS: &str = "OUTBOX_CRASH_CHILD_DELAY_MS";
+/// How many relay processes must each hold a batch before any of them publishes.
+const CHILD_PEERS: &str = "OUTBOX_CRASH_CHILD_PEERS";
 const PID_HEADER: &str = "x-relay-pid";
 
 fn main() {
@@ -45,10 +47,52 @@ fn main() {
 struct ChildPublisher {
     writer: WriterPublisher<std::fs::File>,
     delay: Duration,
+    barrier: Option<Barrier>,
+}
+
+/// Holds the first publish of every relay process until `peers` of them hold a batch, so
+/// a test of several relays really has them all publishing, however the OS schedules them.
+struct Barrier {
+    out: String,
+    peers: usize,
+    passed: std::sync::atomic::AtomicBool,
+}
+
+impl Barrier {
+    async fn wait(&self) {
+        use std::sync::atomic::Ordering;
+        if self.passed.load(Ordering::Acquire) {
+            return;
+        }
+        let mark = format!("{}.publishing.{}", self.out, std::process::id());
+        std::fs::write(mark, b"").expect("barrier file");
+        let dir = Path::new(&self.out)
+            .parent()
+            .expect("output dir")
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count_files(&dir, ".publishing.") < self.peers && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.passed.store(true, Ordering::Release);
+    }
+}
+
+fn count_files(dir: &Path, containing: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("list temp dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains(containing))
+        })
+        .count()
 }
 
 impl Publisher for ChildPublisher {
     async fn publish(&self, batch: &[Message]) -> Vec<PublishOutcome> {
+        if let Some(barrier) = &self.barrier {
+            barrier.wait().await;
+        }
         tokio::time::sleep(self.delay).await;
         let pid = std::process::id().to_string();
         let tagged: Vec<Message> = batch
@@ -74,7 +118,6 @@ fn relay_config() -> RelayConfig {
 
 async fn run_child(db: PathBuf) {
     let out = std::env::var(CHILD_OUT).expect("child needs an output file");
-    let ready_prefix = out.clone();
     let delay: u64 = std::env::var(CHILD_DELAY_MS)
         .ok()
         .and_then(|d| d.parse().ok())
@@ -85,22 +128,29 @@ async fn run_child(db: PathBuf) {
         .open(&out)
         .expect("output file");
     let store = SqliteStore::open(&db).await.expect("open store");
-    // Tell the parent this relay is up (it may wait for all its relays before seeding).
-    std::fs::write(format!("{ready_prefix}.ready.{}", std::process::id()), b"")
-        .expect("ready file");
+    let peers: usize = std::env::var(CHILD_PEERS)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
     let publisher = ChildPublisher {
         writer: WriterPublisher::new(file),
         delay: Duration::from_millis(delay),
+        barrier: (peers > 1).then(|| Barrier {
+            out: out.clone(),
+            peers,
+            passed: false.into(),
+        }),
     };
     let relay = Relay::new(store, publisher, relay_config()).expect("config");
     relay.run(CancellationToken::new()).await.expect("relay");
 }
 
-fn spawn_child(db: &Path, out: &Path, delay_ms: u64) -> Child {
+fn spawn_child(db: &Path, out: &Path, delay_ms: u64, peers: usize) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
         .env(CHILD_DB, db)
         .env(CHILD_OUT, out)
         .env(CHILD_DELAY_MS, delay_ms.to_string())
+        .env(CHILD_PEERS, peers.to_string())
         .spawn()
         .expect("spawn relay child")
 }
@@ -180,7 +230,7 @@ async fn relay_killed_again_and_again_loses_nothing() {
     while kills < 12 {
         drop_torn_line(&out);
         let before = line_count(&out);
-        let mut child = spawn_child(&db, &out, 5);
+        let mut child = spawn_child(&db, &out, 5, 1);
         let publishing = wait_for_lines(&out, before, Duration::from_secs(20));
         // Kill at a random moment while it publishes: mid-write, mid-settle, mid-claim.
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
@@ -227,26 +277,11 @@ async fn two_relay_processes_share_one_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (db, out) = (dir.path().join("app.db"), dir.path().join("broker.jsonl"));
     let store = SqliteStore::open(&db).await.expect("open store");
-    // Both relays are up and polling before the first message is committed, so both take
-    // part even on a slow, busy machine.
-    let mut children = [spawn_child(&db, &out, 1), spawn_child(&db, &out, 1)];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(dir.path())
-        .expect("list temp dir")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().contains(".ready."))
-        })
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the relay processes did not start in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let committed = seed(&db, 1_000, 20).await;
+    // Each relay's first publish waits until both hold a batch, so both take part however
+    // the machine schedules them. A relay holds at most 2 batches of 10, so at most 20 of
+    // the 50 keys: the other can always claim.
+    let mut children = [spawn_child(&db, &out, 1, 2), spawn_child(&db, &out, 1, 2)];
+    let committed = seed(&db, 1_000, 50).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.backlog().await.expect("backlog").pending > 0 {
         assert!(
