@@ -152,12 +152,69 @@ struct Report<'a>(&'a Error);
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut cause = std::error::Error::source(self.0);
         while let Some(err) = cause {
-            write!(f, ": {err}")?;
+            let text = err.to_string();
+            // Many drivers already print their source in their own text (sqlx's
+            // "error returned from database: {source}"): say it once.
+            if !last.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
             cause = err.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Inner;
+
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("1213 (40001): Deadlock found")
+        }
+    }
+
+    impl std::error::Error for Inner {}
+
+    /// Prints its source inside its own text, as sqlx's database errors do.
+    #[derive(Debug)]
+    struct Wrapper(Inner);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "error returned from database: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn report_says_a_cause_once_when_its_wrapper_already_printed_it() {
+        let err = Error::store("claim", true, Wrapper(Inner));
+        let report = err.report().to_string();
+        assert_eq!(report.matches("Deadlock found").count(), 1, "{report}");
+        assert!(report.ends_with("error returned from database: 1213 (40001): Deadlock found"));
+    }
+
+    #[test]
+    fn report_chains_causes_that_add_text() {
+        let err = Error::store("claim", true, Inner);
+        assert!(
+            err.report()
+                .to_string()
+                .ends_with("): 1213 (40001): Deadlock found")
+        );
     }
 }
