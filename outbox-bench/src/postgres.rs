@@ -72,10 +72,11 @@ pub(crate) fn relay_config(batch: usize) -> RelayConfig {
     config
 }
 
-/// Runs `relays` relays until the backlog is empty; returns the elapsed time.
-async fn drain_with(
+/// Runs `relays` relays until the backlog is empty; returns the elapsed time. A message
+/// that went dead fails the run: it left the backlog without reaching the broker.
+pub(crate) async fn drain_with<P: Publisher + Clone>(
     store: &PostgresStore,
-    broker: &Broker,
+    publisher: &P,
     relays: usize,
     batch: usize,
 ) -> BoxResult<Duration> {
@@ -83,7 +84,7 @@ async fn drain_with(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..relays {
-        let relay = Relay::new(store.clone(), broker.clone(), relay_config(batch))?;
+        let relay = Relay::new(store.clone(), publisher.clone(), relay_config(batch))?;
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move { relay.run(shutdown).await }));
     }
@@ -93,7 +94,10 @@ async fn drain_with(
     let elapsed = started.elapsed();
     shutdown.cancel();
     for task in tasks {
-        task.await??;
+        let stats = task.await??;
+        if stats.dead > 0 {
+            return Err(format!("{} messages went dead: {stats:?}", stats.dead).into());
+        }
     }
     Ok(elapsed)
 }

@@ -1,19 +1,16 @@
 //! PostgreSQL -> RabbitMQ: relay throughput draining a pre-filled backlog into a durable
 //! queue, every message persistent and confirmed by the broker.
 
-use std::time::{Duration, Instant};
-
-use outbox::postgres::{PostgresStore, sqlx};
+use outbox::postgres::sqlx;
 use outbox::rabbitmq::lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use outbox::rabbitmq::lapin::types::FieldTable;
 use outbox::rabbitmq::lapin::{Channel, Connection, ConnectionProperties};
 use outbox::rabbitmq::{ExchangeKind, RabbitMqConfig, RabbitMqPublisher};
-use outbox::{CancellationToken, Relay, Store};
 
 use crate::args::{Args, keys_label};
-use crate::postgres::{SCHEMA, fill, fresh_store, pool, relay_config};
+use crate::postgres::{SCHEMA, drain_with, fill, fresh_store, pool};
 use crate::publishers::TOPIC;
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -85,35 +82,6 @@ async fn queued(channel: &Channel) -> BoxResult<u32> {
     Ok(queue.message_count())
 }
 
-/// Runs `relays` relays until the backlog is empty; returns the elapsed time.
-async fn drain(
-    store: &PostgresStore,
-    publisher: &RabbitMqPublisher,
-    relays: usize,
-    batch: usize,
-) -> BoxResult<Duration> {
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..relays {
-        let relay = Relay::new(store.clone(), publisher.clone(), relay_config(batch))?;
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move { relay.run(shutdown).await }));
-    }
-    while store.backlog().await?.pending > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    for task in tasks {
-        let stats = task.await??;
-        if stats.dead > 0 {
-            return Err(format!("{} messages went dead: {stats:?}", stats.dead).into());
-        }
-    }
-    Ok(elapsed)
-}
-
 /// `rmq-burndown`: relay throughput draining a pre-filled PostgreSQL backlog into a durable
 /// RabbitMQ queue (persistent messages, publisher confirms).
 pub(crate) async fn burndown(mut args: Args) -> BoxResult {
@@ -142,7 +110,7 @@ pub(crate) async fn burndown(mut args: Args) -> BoxResult {
                     .execute(&pool)
                     .await?;
                 recreate_queue(&channel).await?;
-                let elapsed = drain(&store, &publisher, relays, batch).await?;
+                let elapsed = drain_with(&store, &publisher, relays, batch).await?;
                 let in_queue = queued(&channel).await?;
                 if usize::try_from(in_queue)? < messages {
                     return Err(format!(
